@@ -85,7 +85,7 @@ func fresh(t *Tier, l Level, now time.Time, maxAge time.Duration) bool {
 // were removed or re-parented, levels past their max age, and, in a cascade,
 // every level whose base is no longer held. The result is closed under base.
 func (s Stack) Reconcile(h *Hierarchy, now time.Time) (Stack, []Drop) {
-	if len(s) == 0 {
+	if s.consistent(h, now) {
 		return s, nil
 	}
 	var drops []Drop
@@ -125,6 +125,22 @@ func (s Stack) Reconcile(h *Hierarchy, now time.Time) (Stack, []Drop) {
 		}
 	}
 	return out, drops
+}
+
+// consistent is the allocation-free check of the common case: every level
+// is known, unmoved and fresh, and its base is held (so, inductively, the
+// whole chain below it is).
+func (s Stack) consistent(h *Hierarchy, now time.Time) bool {
+	for _, l := range s {
+		t, ok := h.tiers[l.Tier]
+		if !ok || t.Base != l.Base || !fresh(t, l, now, 0) {
+			return false
+		}
+		if t.Base != "" && s.find(t.Base) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Holds reports whether the tier is held and fresh at now; maxAge > 0 is a

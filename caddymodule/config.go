@@ -1,0 +1,358 @@
+// Package caddymodule is the Caddy glue of caddy-stepup: module
+// registration, the `stepup` app (shared tiers, users and sessions), the
+// `http.handlers.stepup` handler (a site's transaction sets) and their
+// Caddyfile syntax. The engine itself lives in package stepup.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/store"
+	"github.com/caddy-stepup/caddy-stepup/tiers"
+)
+
+// Config is the shared part of the configuration: where sessions live, who
+// the users are and which tiers exist. It is the body of the global `stepup`
+// app, and may instead be given inline in a single site's handler.
+type Config struct {
+	// Secret keys the session cookies, CSRF tokens and secrets at rest; at
+	// least 32 bytes. Placeholders such as {env.STEPUP_SECRET} are expanded.
+	// When empty, a random secret is generated once and kept in Caddy
+	// storage (key "stepup/secret"), so sessions survive restarts.
+	Secret string `json:"secret,omitempty"`
+
+	// Store selects where sessions, kept requests and counters live.
+	// Default: memory.
+	Store *StoreConfig `json:"store,omitempty"`
+
+	// Prefix is the path under which the module serves its own pages.
+	// Default: /_stepup.
+	Prefix string `json:"prefix,omitempty"`
+
+	// Users of the module's own directory, by user id (used by the
+	// password method).
+	Users map[string]*UserConfig `json:"users,omitempty"`
+
+	// Tiers, each with at most one base tier; together they form a forest.
+	Tiers []TierConfig `json:"tiers,omitempty"`
+
+	// Session configures the session cookie and lifetimes.
+	Session *SessionConfig `json:"session,omitempty"`
+
+	// Limits bounds failed attempts (brute force).
+	Limits *LimitsConfig `json:"limits,omitempty"`
+
+	// Pending bounds the requests kept across a step-up.
+	Pending *PendingConfig `json:"pending,omitempty"`
+}
+
+// StoreConfig selects the session store.
+type StoreConfig struct {
+	// Type of the store: "memory" (one instance; the default).
+	Type string `json:"type,omitempty"`
+}
+
+// UserConfig is one user of the module's directory.
+type UserConfig struct {
+	// Password is the hash printed by `caddy hash-password` (bcrypt or
+	// argon2id). Placeholders are expanded.
+	Password string `json:"password,omitempty"`
+	// Roles of the user, available as {http.stepup.roles}.
+	Roles []string `json:"roles,omitempty"`
+	// TOTPSecret provisions a base32 TOTP secret (placeholders expanded).
+	TOTPSecret string `json:"totp_secret,omitempty"`
+}
+
+// TierConfig is one tier.
+type TierConfig struct {
+	// Name of the tier.
+	Name string `json:"name"`
+	// Base is the tier that must be held (and fresh) before this one can be
+	// reached; empty for a root tier.
+	Base string `json:"base,omitempty"`
+	// Method that reaches the tier.
+	Method MethodConfig `json:"method"`
+	// MaxAge is how long the tier stays held; when it lapses, every tier
+	// above it goes too.
+	MaxAge caddy.Duration `json:"max_age"`
+	// ACR is the name used in machine-readable challenges (acr_values);
+	// default: the tier name.
+	ACR string `json:"acr,omitempty"`
+}
+
+// MethodConfig selects and configures a tier's method.
+type MethodConfig struct {
+	// Type: "password" (the module's own users; at a root tier a sign-in,
+	// above it a password confirmation) or "external" (identity set earlier
+	// in the route).
+	Type string `json:"type"`
+	// User (external) is the placeholder holding the user id, such as
+	// "{http.auth.user.id}" (basic_auth) or "{http.request.header.Remote-User}"
+	// (a header copied by forward_auth). Default: {http.auth.user.id}.
+	User string `json:"user,omitempty"`
+	// Roles (external) is the placeholder holding the roles, separated by
+	// commas or spaces, such as "{http.request.header.Remote-Groups}".
+	Roles string `json:"roles,omitempty"`
+}
+
+// SessionConfig configures sessions.
+type SessionConfig struct {
+	// CookieName is the cookie's name; on HTTPS it gets the __Host- prefix.
+	// Default: stepup_session.
+	CookieName string `json:"cookie_name,omitempty"`
+	// IdleTimeout ends a session unused this long. Default: 1h.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+	// Lifetime ends a session this long after it began. Default: 12h.
+	Lifetime caddy.Duration `json:"lifetime,omitempty"`
+}
+
+// LimitsConfig bounds guessing.
+type LimitsConfig struct {
+	// PerUser: failed attempts allowed per user and tier per window.
+	// Default: 5.
+	PerUser int `json:"per_user,omitempty"`
+	// PerClient: failed attempts allowed per client IP per window.
+	// Default: 20.
+	PerClient int `json:"per_client,omitempty"`
+	// Window of the counts. Default: 15m.
+	Window caddy.Duration `json:"window,omitempty"`
+}
+
+// PendingConfig bounds kept requests.
+type PendingConfig struct {
+	// MaxBody is the largest request body kept for replay, in bytes.
+	// Default: 65536.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// PerSession is how many requests one session may keep within TTL.
+	// Default: 5.
+	PerSession int `json:"per_session,omitempty"`
+	// TTL is how long a kept request waits. Default: 10m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+}
+
+// now is the clock of every engine; tests in this package replace it.
+var now = time.Now
+
+// stores keeps the session stores across config reloads, so a reload never
+// drops a session.
+var stores = caddy.NewUsagePool()
+
+type pooledStore struct{ *store.Memory }
+
+func (p pooledStore) Destruct() error { return p.Memory.Close() }
+
+// previousHierarchies remembers the last hierarchy that loaded for each
+// configuration owner ("app", "inline"), to refuse reloads that remove a
+// tier still named as a base.
+var previousHierarchies sync.Map
+
+// built is a provisioned engine and what releases it.
+type built struct {
+	engine    *stepup.Engine
+	hierarchy *tiers.Hierarchy
+	storeKey  string
+}
+
+func (b *built) release() {
+	if b == nil {
+		return
+	}
+	if b.engine != nil {
+		b.engine.Close()
+	}
+	if b.storeKey != "" {
+		_, _ = stores.Delete(b.storeKey)
+	}
+}
+
+// build validates the configuration and assembles the engine.
+func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
+	repl := caddy.NewReplacer()
+	if len(c.Tiers) == 0 {
+		return nil, errors.New("no tiers configured")
+	}
+	users := make(map[string]*stepup.User, len(c.Users))
+	names := make([]string, 0, len(c.Users))
+	for name := range c.Users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		u := c.Users[name]
+		if u == nil || u.Password == "" {
+			return nil, fmt.Errorf("user %q: missing password hash", name)
+		}
+		h, err := stepup.ParsePasswordHash(repl.ReplaceKnown(u.Password, ""))
+		if err != nil {
+			return nil, fmt.Errorf("user %q: %v", name, err)
+		}
+		users[name] = &stepup.User{Name: name, Hash: h, Roles: u.Roles, TOTPSecret: repl.ReplaceKnown(u.TOTPSecret, "")}
+	}
+
+	defs := make([]tiers.Tier, 0, len(c.Tiers))
+	methods := make(map[string]stepup.Method, len(c.Tiers))
+	for _, t := range c.Tiers {
+		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: t.Method.Type, MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
+		m, err := buildMethod(t, users)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := methods[t.Name]; !dup {
+			methods[t.Name] = m
+		}
+	}
+	var previous *tiers.Hierarchy
+	if p, ok := previousHierarchies.Load(owner); ok {
+		previous = p.(*tiers.Hierarchy)
+	}
+	h, err := tiers.New(defs, previous)
+	if err != nil {
+		return nil, err
+	}
+
+	secret, err := c.secret(ctx, repl)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := stepup.DeriveKeys([]byte(secret))
+	if err != nil {
+		return nil, fmt.Errorf("secret: %v", err)
+	}
+
+	b := &built{hierarchy: h}
+	st, key, err := c.openStore()
+	if err != nil {
+		return nil, err
+	}
+	b.storeKey = key
+
+	ec := stepup.EngineConfig{
+		Hierarchy: h, Methods: methods, Store: st, Keys: keys, Prefix: c.Prefix,
+		Audit:     stepup.NewAudit(caddy.Log().Named(stepup.AuditLoggerName)),
+		Now:       func() time.Time { return now() },
+		ClientIP:  clientIP,
+		RequestID: requestID,
+	}
+	if s := c.Session; s != nil {
+		ec.Session = stepup.SessionConfig{CookieName: s.CookieName, IdleTimeout: time.Duration(s.IdleTimeout), Lifetime: time.Duration(s.Lifetime)}
+	}
+	if l := c.Limits; l != nil {
+		ec.Limits = stepup.Limits{PerUser: l.PerUser, PerClient: l.PerClient, Window: time.Duration(l.Window)}
+	}
+	if p := c.Pending; p != nil {
+		ec.Pending = stepup.PendingLimits{MaxBody: p.MaxBody, PerSession: p.PerSession, TTL: time.Duration(p.TTL)}
+	}
+	if b.engine, err = stepup.NewEngine(ec); err != nil {
+		b.release()
+		return nil, err
+	}
+	return b, nil
+}
+
+func buildMethod(t TierConfig, users map[string]*stepup.User) (stepup.Method, error) {
+	switch t.Method.Type {
+	case "password":
+		if len(users) == 0 {
+			return nil, fmt.Errorf("tier %q: method password needs at least one user", t.Name)
+		}
+		return stepup.NewPassword(users, t.Base == ""), nil
+	case "external":
+		userFrom := t.Method.User
+		if userFrom == "" {
+			userFrom = "{http.auth.user.id}"
+		}
+		return &stepup.External{UserFrom: userFrom, RolesFrom: t.Method.Roles, Resolve: resolvePlaceholder}, nil
+	case "":
+		return nil, fmt.Errorf("tier %q: missing method", t.Name)
+	}
+	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external)", t.Name, t.Method.Type)
+}
+
+func (c *Config) openStore() (stepup.Store, string, error) {
+	typ := "memory"
+	if c.Store != nil && c.Store.Type != "" {
+		typ = c.Store.Type
+	}
+	if typ != "memory" {
+		return nil, "", fmt.Errorf("store: unknown type %q (available: memory)", typ)
+	}
+	key := "memory"
+	v, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledStore{store.NewMemory(time.Minute, func() time.Time { return now() })}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(pooledStore).Memory, key, nil
+}
+
+// secretStorageKey is where a generated secret is kept.
+const secretStorageKey = "stepup/secret"
+
+func (c *Config) secret(ctx caddy.Context, repl *caddy.Replacer) (string, error) {
+	if c.Secret != "" {
+		s := repl.ReplaceKnown(c.Secret, "")
+		if len(s) < stepup.MinSecretLength {
+			return "", fmt.Errorf("secret: must be at least %d bytes long (is the environment variable set?)", stepup.MinSecretLength)
+		}
+		return s, nil
+	}
+	st := ctx.Storage()
+	if raw, err := st.Load(ctx, secretStorageKey); err == nil && len(raw) >= stepup.MinSecretLength {
+		return string(raw), nil
+	}
+	s := stepup.NewSecret()
+	if err := st.Store(ctx, secretStorageKey, []byte(s)); err != nil {
+		return "", fmt.Errorf("secret: storing generated secret: %v", err)
+	}
+	// Another instance sharing the storage may have raced us: use what is
+	// stored, so that every instance signs with the same key.
+	if raw, err := st.Load(ctx, secretStorageKey); err == nil && len(raw) >= stepup.MinSecretLength {
+		return string(raw), nil
+	}
+	return s, nil
+}
+
+func replacer(r *http.Request) *caddy.Replacer {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	return repl
+}
+
+func resolvePlaceholder(r *http.Request, expr string) string {
+	repl := replacer(r)
+	if repl == nil {
+		return ""
+	}
+	return repl.ReplaceKnown(expr, "")
+}
+
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+func requestID(r *http.Request) string {
+	repl := replacer(r)
+	if repl == nil {
+		return ""
+	}
+	id, _ := repl.GetString("http.request.uuid")
+	return id
+}
+
+func setVar(r *http.Request, name string, value any) {
+	if repl := replacer(r); repl != nil {
+		repl.Set(name, value)
+	}
+}

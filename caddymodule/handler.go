@@ -1,0 +1,149 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/web"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the `http.handlers.stepup` middleware: it serves the step-up
+// pages under the prefix, and lets a request through only when the session
+// holds what the request's transaction sets require.
+//
+// Tiers and users come from the global `stepup` app; a single-site
+// configuration may give them inline instead (the fields of Config).
+type Handler struct {
+	// Config, inline: only for a site that does not use the global app.
+	Config
+
+	// Default is what requests matching no transaction set require:
+	// "public" (the default) or a tier name.
+	Default string `json:"default,omitempty"`
+
+	// Transactions are the transaction sets: named groups of requests
+	// (Caddy request matchers) and the tier they require. A request that
+	// matches several sets must meet all of their requirements.
+	Transactions []Transaction `json:"transactions,omitempty"`
+
+	gateway *web.Gateway
+	built   *built // set when the configuration is inline
+}
+
+// Transaction is one transaction set.
+type Transaction struct {
+	// Name of the set, used in audit records and challenges.
+	Name string `json:"name"`
+	// MatcherSetsRaw are Caddy request matcher sets (any http.matchers
+	// module: path, method, header, remote_ip, client_ip, expression, ...).
+	// The set matches a request that matches any of them.
+	MatcherSetsRaw caddyhttp.RawMatcherSets `json:"match,omitempty" caddy:"namespace=http.matchers"`
+	// Tier the set requires.
+	Tier string `json:"tier"`
+	// MaxAge, when given, is a stricter freshness for this set: the tier
+	// must have been reached within it. 0 means the step-up must be
+	// performed for this very request.
+	MaxAge *caddy.Duration `json:"max_age,omitempty"`
+	// Risk: low, medium, high or critical (recorded in audit records).
+	Risk string `json:"risk,omitempty"`
+
+	matcherSets caddyhttp.MatcherSets
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.stepup",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision builds the site's policy on the shared (or inline) engine.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	var engine *stepup.Engine
+	app, appErr := ctx.AppIfConfigured("stepup")
+	if appErr != nil && !errors.Is(appErr, caddy.ErrNotConfigured) {
+		return appErr
+	}
+	if len(h.Tiers) > 0 {
+		if app != nil {
+			return errors.New("tiers are defined both in the global stepup option and in this handler; define them in one place")
+		}
+		b, err := h.Config.build(ctx, "inline")
+		if err != nil {
+			return err
+		}
+		h.built = b
+		previousHierarchies.Store("inline", b.hierarchy)
+		engine = b.engine
+	} else {
+		if len(h.Users) > 0 || h.Secret != "" || h.Store != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil {
+			return errors.New("users, secret, store, prefix, session, limits and pending belong with the tiers: in the global stepup option, or all inline")
+		}
+		if app == nil {
+			return errors.New("no tiers: configure the global stepup option, or give tiers in this handler")
+		}
+		engine = app.(*App).Engine()
+	}
+
+	sets := make([]stepup.TransactionSet, len(h.Transactions))
+	for i := range h.Transactions {
+		t := &h.Transactions[i]
+		if len(t.MatcherSetsRaw) == 0 {
+			return fmt.Errorf("transaction set %q: no match block", t.Name)
+		}
+		mods, err := ctx.LoadModule(t, "MatcherSetsRaw")
+		if err != nil {
+			return fmt.Errorf("transaction set %q: loading matchers: %v", t.Name, err)
+		}
+		if err := t.matcherSets.FromInterface(mods); err != nil {
+			return fmt.Errorf("transaction set %q: %v", t.Name, err)
+		}
+		ms := t.matcherSets
+		sets[i] = stepup.TransactionSet{
+			Name: t.Name, Tier: t.Tier, Risk: t.Risk,
+			Match: ms.AnyMatchWithError,
+		}
+		if t.MaxAge != nil {
+			sets[i].MaxAge, sets[i].HasMaxAge = time.Duration(*t.MaxAge), true
+		}
+	}
+	policy, err := stepup.NewPolicy(engine.Hierarchy, sets, h.Default)
+	if err != nil {
+		return err
+	}
+	h.gateway = &web.Gateway{Engine: engine, Policy: policy, SetVar: setVar}
+	return nil
+}
+
+// Cleanup releases an inline engine.
+func (h *Handler) Cleanup() error {
+	h.built.release()
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	err := h.gateway.ServeHTTP(w, r, next)
+	var he *web.HTTPError
+	if errors.As(err, &he) {
+		return caddyhttp.Error(he.Status, he.Err)
+	}
+	return err
+}
+
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,277 @@
+package stepup
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddy-stepup/caddy-stepup/tiers"
+)
+
+// Engine holds what every site shares: the tier hierarchy and its methods,
+// sessions, the store, CSRF, brute-force limits and the audit trail.
+type Engine struct {
+	Hierarchy *tiers.Hierarchy
+	// Methods by tier name.
+	Methods  map[string]Method
+	Sessions *Sessions
+	Store    Store
+	CSRF     *CSRF
+	Limiter  *Limiter
+	Audit    *Audit
+	Pending  PendingLimits
+	// Prefix of the module's own pages.
+	Prefix string
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+	// ClientIP returns the client address of a request.
+	ClientIP func(*http.Request) string
+	// RequestID returns the request id for audit records ("" if none).
+	RequestID func(*http.Request) string
+
+	external     RequestIdentity // the external root method, if any
+	externalTier string
+}
+
+// EngineConfig is what NewEngine needs.
+type EngineConfig struct {
+	Hierarchy *tiers.Hierarchy
+	Methods   map[string]Method
+	Store     Store
+	Keys      Keys
+	Session   SessionConfig
+	Limits    Limits
+	Pending   PendingLimits
+	Prefix    string
+	Audit     *Audit
+	Now       func() time.Time
+	ClientIP  func(*http.Request) string
+	RequestID func(*http.Request) string
+}
+
+// NewEngine validates that every tier has a method and assembles the engine.
+func NewEngine(c EngineConfig) (*Engine, error) {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Prefix == "" {
+		c.Prefix = "/_stepup"
+	}
+	if c.ClientIP == nil {
+		c.ClientIP = func(r *http.Request) string { return hostOnly(r.RemoteAddr) }
+	}
+	if c.RequestID == nil {
+		c.RequestID = func(*http.Request) string { return "" }
+	}
+	c.Pending.defaults()
+	e := &Engine{
+		Hierarchy: c.Hierarchy, Methods: c.Methods, Store: c.Store,
+		CSRF: NewCSRF(c.Keys, ""), Limiter: NewLimiter(c.Limits, c.Store),
+		Audit: c.Audit, Pending: c.Pending, Prefix: c.Prefix, Now: c.Now,
+		ClientIP: c.ClientIP, RequestID: c.RequestID,
+	}
+	for _, name := range c.Hierarchy.Names() {
+		m, ok := c.Methods[name]
+		if !ok {
+			return nil, fmt.Errorf("tier %q: no method", name)
+		}
+		t, _ := c.Hierarchy.Get(name)
+		if m.Identifies() != (t.Base == "") {
+			if t.Base == "" {
+				return nil, fmt.Errorf("tier %q: a root tier needs a method that identifies the user (password or external), not %s", name, m.Name())
+			}
+			return nil, fmt.Errorf("tier %q: method %s identifies a user, so it must be a root tier (no base)", name, m.Name())
+		}
+		if ri, ok := m.(RequestIdentity); ok {
+			if e.external != nil {
+				return nil, fmt.Errorf("tier %q: only one tier may use the external method (already %q)", name, e.externalTier)
+			}
+			e.external, e.externalTier = ri, name
+		}
+	}
+	var err error
+	e.Sessions, err = NewSessions(c.Session, c.Store, c.Keys, c.Now)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close releases the engine's caches.
+func (e *Engine) Close() { e.Sessions.Close() }
+
+// record fills the request fields of an audit record.
+func (e *Engine) record(r *http.Request, s *Session, rec Record) Record {
+	rec.Method, rec.Path = r.Method, r.URL.Path
+	rec.ClientIP = e.ClientIP(r)
+	rec.RequestID = e.RequestID(r)
+	if s != nil {
+		if rec.User == "" {
+			rec.User = s.User
+		}
+		rec.Session = s.Owner
+	}
+	return rec
+}
+
+// Log writes an audit record with the request's fields filled in.
+func (e *Engine) Log(r *http.Request, s *Session, rec Record) {
+	e.Audit.Log(e.record(r, s, rec))
+}
+
+// Session returns the request's current session, or nil for an anonymous
+// request. It applies the identity set earlier in the route (external
+// method), drops lapsed, removed and re-parented levels (auditing them and
+// rotating the session id), and ends a session whose external identity
+// changed. A returned session is shared: Clone before changing it.
+func (e *Engine) Session(w http.ResponseWriter, r *http.Request) *Session {
+	s := e.Sessions.Load(r)
+	if e.external != nil {
+		s = e.applyExternal(w, r, s)
+	}
+	if s == nil {
+		return nil
+	}
+	now := e.Now()
+	stack, drops := s.Stack.Reconcile(e.Hierarchy, now)
+	if drops == nil {
+		return s
+	}
+	for _, d := range drops {
+		e.Log(r, s, Record{Event: EventLapse, Tier: d.Tier, Result: "closed", Reason: d.Reason})
+	}
+	next := s.Clone()
+	next.Stack = stack
+	if len(stack) == 0 {
+		// The root went: the session is anonymous again, but keeps its
+		// owner so requests kept for a step-up survive a re-login.
+		next.User, next.Roles, next.External = "", nil, false
+	}
+	if s.ephemeral {
+		return next
+	}
+	if err := e.Sessions.Commit(w, r, next); err != nil {
+		// Could not store the reduced stack: the old one must not be used.
+		e.Sessions.End(w, r, s)
+		return nil
+	}
+	return next
+}
+
+func (e *Engine) applyExternal(w http.ResponseWriter, r *http.Request, s *Session) *Session {
+	user, roles, ok := e.external.Identify(r)
+	if s != nil && s.User != "" && (!ok || s.User != user) && (s.External || ok) {
+		// Whoever is behind this cookie is not who the route says: nothing
+		// the session holds may carry over.
+		e.Log(r, s, Record{Event: EventIdentityChange, Result: "session_ended", Reason: "external identity changed", Tiers: s.Stack.Names()})
+		e.Sessions.End(w, r, s)
+		s = nil
+	}
+	if !ok {
+		return s
+	}
+	now := e.Now()
+	if s == nil {
+		s = &Session{User: user, Roles: roles, External: true, Created: now, Seen: now, ephemeral: true}
+	} else {
+		s = s.Clone()
+		s.User, s.Roles, s.External = user, roles, true
+	}
+	// The route asserts the identity on every request: the external level
+	// is always fresh.
+	s.Stack, _ = s.Stack.Push(e.Hierarchy, tiers.Level{Tier: e.externalTier, Credential: user, At: now}, now)
+	return s
+}
+
+// ErrNotAllowed is returned for a step-up whose base tier is not held.
+var ErrNotAllowed = errors.New("step-up not allowed")
+
+// Complete records a successful step-up: it pushes the level (starting a
+// new session for an identifying method when the user changes) and commits
+// the session under a new id. It returns the new session.
+func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, tier string, o *Outcome) (*Session, error) {
+	m := e.Methods[tier]
+	now := e.Now()
+	var next *Session
+	switch {
+	case m.Identifies() && (s == nil || (s.User != "" && s.User != o.User)):
+		next = e.Sessions.New()
+		if s != nil && !s.ephemeral {
+			e.Sessions.End(w, r, s)
+		}
+	case s == nil:
+		return nil, ErrNotAllowed
+	default:
+		next = s.Clone()
+	}
+	if m.Identifies() {
+		next.User, next.Roles = o.User, o.Roles
+	}
+	if next.User == "" {
+		return nil, ErrNotAllowed
+	}
+	stack, err := next.Stack.Push(e.Hierarchy, tiers.Level{Tier: tier, Method: m.Name(), Credential: o.Credential, At: now}, now)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotAllowed, err)
+	}
+	next.Stack = stack
+	if err := e.Sessions.Commit(w, r, next); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// LogOff closes the tier and every tier above it; at a root tier the
+// session ends. It returns the remaining session (nil when ended) and the
+// closed tiers.
+func (e *Engine) LogOff(w http.ResponseWriter, r *http.Request, s *Session, tier string) (*Session, []string, error) {
+	stack, closed, ended := s.Stack.LogOff(e.Hierarchy, tier)
+	if len(closed) == 0 {
+		return s, nil, nil
+	}
+	if ended {
+		e.Sessions.End(w, r, s)
+		return nil, closed, nil
+	}
+	next := s.Clone()
+	next.Stack = stack
+	if err := e.Sessions.Commit(w, r, next); err != nil {
+		return s, nil, err
+	}
+	return next, closed, nil
+}
+
+// Anonymous returns the session to keep state for a visitor with no session
+// yet (a kept request before the first login), creating and storing it.
+func (e *Engine) Anonymous(w http.ResponseWriter, r *http.Request, s *Session) (*Session, error) {
+	if s != nil && !s.ephemeral {
+		return s, nil
+	}
+	var next *Session
+	if s != nil {
+		next = s.Clone()
+	} else {
+		next = e.Sessions.New()
+	}
+	if next.Owner == "" {
+		next.Owner = randomToken(18)
+	}
+	if err := e.Sessions.Commit(w, r, next); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+func hostOnly(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			h := addr[:i]
+			if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+				return h[1 : len(h)-1]
+			}
+			return h
+		}
+	}
+	return addr
+}

@@ -1,0 +1,39 @@
+package stepup
+
+import (
+	"net/url"
+	"strings"
+)
+
+// SafeReturn validates a return URL: only a same-origin absolute path (with
+// an optional query) is accepted, never a scheme, a host, a protocol-relative
+// "//host", a backslash that browsers read as a slash, or a control
+// character. Paths under the module's own prefix are refused so a return can
+// never loop into the step-up pages. The cleaned URL is returned.
+func SafeReturn(raw, prefix string) (string, bool) {
+	if raw == "" || len(raw) > 2048 || raw[0] != '/' {
+		return "", false
+	}
+	if len(raw) > 1 && (raw[1] == '/' || raw[1] == '\\') {
+		return "", false
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "", false
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "", false
+	}
+	// Percent-decoded slashes or backslashes at the start could still be
+	// read as a host by a lenient client.
+	if strings.HasPrefix(u.Path, "//") || strings.HasPrefix(u.Path, "/\\") {
+		return "", false
+	}
+	if prefix != "" && (u.Path == prefix || strings.HasPrefix(u.Path, prefix+"/")) {
+		return "", false
+	}
+	u.Fragment = ""
+	return u.RequestURI(), true
+}

@@ -1,0 +1,414 @@
+package stepup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/gorilla/securecookie"
+	"github.com/gorilla/sessions"
+
+	"github.com/caddy-stepup/caddy-stepup/tiers"
+)
+
+// Session is the server-side state of one browser (or API client). The
+// browser holds only a signed, encrypted cookie with the session id.
+// A *Session obtained from Sessions is shared through a cache and must be
+// treated as immutable: change a copy (Clone) and Commit it.
+type Session struct {
+	// ID is the current session id; it rotates whenever the stack changes.
+	ID string `json:"-"`
+	// Owner is a stable, never-disclosed handle for records that must follow
+	// the session across id rotations (pending requests, grants).
+	Owner string `json:"o"`
+	// User is the authenticated identity, empty before the first login.
+	User string `json:"u,omitempty"`
+	// Roles of the user.
+	Roles []string `json:"r,omitempty"`
+	// External is set when the identity came from earlier in the route.
+	External bool `json:"x,omitempty"`
+	// Stack holds the tiers reached.
+	Stack tiers.Stack `json:"s,omitempty"`
+	// Created and Seen bound the session's absolute and idle lifetimes.
+	Created time.Time `json:"c"`
+	Seen    time.Time `json:"l"`
+
+	// ephemeral sessions exist only for one request (an external identity
+	// with no stored state) and are never written to the store.
+	ephemeral bool
+	// vars caches the placeholder values derived from the session.
+	varsOnce sync.Once
+	vars     Vars
+}
+
+// Vars are the placeholder values of a session, boxed once so that setting
+// them on every request does not allocate.
+type Vars struct {
+	User, Tier, Tiers, Roles any
+}
+
+// Clone returns a deep copy that may be changed and committed.
+func (s *Session) Clone() *Session {
+	c := &Session{
+		ID: s.ID, Owner: s.Owner, User: s.User, External: s.External,
+		Created: s.Created, Seen: s.Seen, ephemeral: s.ephemeral,
+	}
+	c.Roles = append([]string(nil), s.Roles...)
+	c.Stack = append(tiers.Stack(nil), s.Stack...)
+	return c
+}
+
+// Ephemeral reports whether the session is not stored.
+func (s *Session) Ephemeral() bool { return s.ephemeral }
+
+// HasRole reports whether the user has the role.
+func (s *Session) HasRole(role string) bool {
+	for _, r := range s.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// PlaceholderValues returns the values of the http.stepup.* placeholders,
+// computed once per cached session so the hot path does not allocate them.
+func (s *Session) PlaceholderValues(h *tiers.Hierarchy) Vars {
+	s.varsOnce.Do(func() {
+		s.vars = Vars{
+			User:  s.User,
+			Tier:  s.Stack.Highest(h),
+			Tiers: strings.Join(s.Stack.Names(), ","),
+			Roles: strings.Join(s.Roles, ","),
+		}
+	})
+	return s.vars
+}
+
+// SessionConfig configures Sessions.
+type SessionConfig struct {
+	// CookieName is the base name of the cookie; on HTTPS it gets the
+	// __Host- prefix.
+	CookieName string
+	// IdleTimeout ends a session not used for this long.
+	IdleTimeout time.Duration
+	// Lifetime ends a session this long after it was created, used or not.
+	Lifetime time.Duration
+	// CacheTTL bounds how long a decoded session is served from the
+	// in-process cache without asking the store.
+	CacheTTL time.Duration
+	// CacheEntries bounds the in-process cache.
+	CacheEntries int64
+}
+
+func (c *SessionConfig) defaults() {
+	if c.CookieName == "" {
+		c.CookieName = "stepup_session"
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = time.Hour
+	}
+	if c.Lifetime <= 0 {
+		c.Lifetime = 12 * time.Hour
+	}
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = 30 * time.Second
+	}
+	if c.CacheEntries <= 0 {
+		c.CacheEntries = 100_000
+	}
+}
+
+// touchInterval is how stale Seen may get before a request refreshes it:
+// writing on every request would put the store on the hot path.
+const touchInterval = time.Minute
+
+// Sessions issues, loads, rotates and ends sessions. It implements
+// gorilla/sessions' Store, whose cookie options and codecs it uses; the hot
+// path (Load) bypasses gorilla's per-request registry to stay allocation-free.
+type Sessions struct {
+	cfg   SessionConfig
+	store Store
+	codec securecookie.Codec
+	now   func() time.Time
+
+	ids      *ristretto.Cache[string, string]   // cookie value -> session id
+	sessions *ristretto.Cache[string, *Session] // session id -> session
+	ended    sync.Map                           // session id -> time.Time: ids ended while maybe cached
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+// NewSessions builds the session manager. now may be nil.
+func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (*Sessions, error) {
+	cfg.defaults()
+	if now == nil {
+		now = time.Now
+	}
+	codec := securecookie.New(keys.CookieHash, keys.CookieBlock)
+	codec.SetSerializer(securecookie.NopEncoder{})
+	codec.MaxAge(int(cfg.Lifetime / time.Second))
+	codec.MaxLength(1024)
+	m := &Sessions{cfg: cfg, store: st, codec: codec, now: now, stop: make(chan struct{})}
+	var err error
+	m.ids, err = ristretto.NewCache(&ristretto.Config[string, string]{
+		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.sessions, err = ristretto.NewCache(&ristretto.Config[string, *Session]{
+		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go m.forgetEnded()
+	return m, nil
+}
+
+// Close releases the caches.
+func (m *Sessions) Close() {
+	m.stopOnce.Do(func() {
+		close(m.stop)
+		m.ids.Close()
+		m.sessions.Close()
+	})
+}
+
+// CookieName is the name of the session cookie for this request.
+func (m *Sessions) CookieName(r *http.Request) string {
+	if r.TLS != nil {
+		return "__Host-" + m.cfg.CookieName
+	}
+	return m.cfg.CookieName
+}
+
+// options are the cookie attributes: HttpOnly, SameSite=Lax, and on HTTPS
+// Secure with Path=/ and no Domain as the __Host- prefix demands.
+func (m *Sessions) options(r *http.Request, maxAge int) *sessions.Options {
+	return &sessions.Options{
+		Path:     "/",
+		MaxAge:   maxAge,
+		Secure:   r.TLS != nil,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// Load returns the request's session, or nil when it has none that is valid
+// (no cookie, a forged or expired cookie, an ended or idle session). It never
+// fails the request: an unreadable session is no session.
+func (m *Sessions) Load(r *http.Request) *Session {
+	value := cookieValue(r, m.CookieName(r))
+	if value == "" {
+		return nil
+	}
+	id, ok := m.ids.Get(value)
+	if !ok {
+		var raw []byte
+		if err := m.codec.Decode(m.CookieName(r), value, &raw); err != nil || len(raw) == 0 {
+			return nil
+		}
+		id = string(raw)
+		m.ids.SetWithTTL(value, id, 1, m.cfg.CacheTTL)
+	}
+	if _, gone := m.ended.Load(id); gone {
+		return nil
+	}
+	s, ok := m.sessions.Get(id)
+	if !ok {
+		s = m.fetch(r.Context(), id)
+		if s == nil {
+			return nil
+		}
+	}
+	now := m.now()
+	if now.Sub(s.Seen) >= m.cfg.IdleTimeout || now.Sub(s.Created) >= m.cfg.Lifetime {
+		m.forget(r.Context(), id)
+		return nil
+	}
+	if now.Sub(s.Seen) >= touchInterval {
+		s = s.Clone()
+		s.Seen = now
+		// A failed touch only shortens the idle lifetime; the request goes on.
+		_ = m.put(r.Context(), s)
+	}
+	return s
+}
+
+func (m *Sessions) fetch(ctx context.Context, id string) *Session {
+	raw, err := m.store.Get(ctx, keySession+id)
+	if err != nil {
+		return nil
+	}
+	s := new(Session)
+	if err := json.Unmarshal(raw, s); err != nil {
+		return nil
+	}
+	s.ID = id
+	m.sessions.SetWithTTL(id, s, 1, m.cfg.CacheTTL)
+	return s
+}
+
+func (m *Sessions) put(ctx context.Context, s *Session) error {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	ttl := min(m.cfg.IdleTimeout, s.Created.Add(m.cfg.Lifetime).Sub(m.now()))
+	if ttl <= 0 {
+		return errors.New("session expired")
+	}
+	if err := m.store.Set(ctx, keySession+s.ID, raw, ttl); err != nil {
+		return fmt.Errorf("saving session: %w", err)
+	}
+	m.sessions.SetWithTTL(s.ID, s, 1, m.cfg.CacheTTL)
+	return nil
+}
+
+// forget ends a session id everywhere this instance can see it.
+func (m *Sessions) forget(ctx context.Context, id string) {
+	m.ended.Store(id, m.now())
+	m.sessions.Del(id)
+	_ = m.store.Delete(ctx, keySession+id)
+}
+
+// Invalidate drops a session id from this instance's caches, for a store
+// that reports changes made by other instances.
+func (m *Sessions) Invalidate(id string) {
+	m.ended.Store(id, m.now())
+	m.sessions.Del(id)
+}
+
+// forgetEnded expires the ended-id marks once the caches cannot hold them.
+func (m *Sessions) forgetEnded() {
+	t := time.NewTicker(m.cfg.CacheTTL)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			cutoff := m.now().Add(-2 * m.cfg.CacheTTL)
+			m.ended.Range(func(k, v any) bool {
+				if v.(time.Time).Before(cutoff) {
+					m.ended.Delete(k)
+				}
+				return true
+			})
+		}
+	}
+}
+
+// New returns a fresh, unsaved session with a new owner.
+func (m *Sessions) New() *Session {
+	now := m.now()
+	return &Session{Owner: randomToken(18), Created: now, Seen: now}
+}
+
+// Commit stores the session under a new id (the previous id, if any, ends
+// at once) and sets the cookie. Every change of identity or tier stack goes
+// through Commit, so the id rotates whenever the stack grows or shrinks.
+func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) error {
+	if s.ephemeral {
+		s.ephemeral = false
+	}
+	old := s.ID
+	s.ID = randomToken(32)
+	s.Seen = m.now()
+	if err := m.put(r.Context(), s); err != nil {
+		s.ID = old
+		return err
+	}
+	if old != "" {
+		m.forget(r.Context(), old)
+	}
+	value, err := m.codec.Encode(m.CookieName(r), []byte(s.ID))
+	if err != nil {
+		return fmt.Errorf("encoding session cookie: %w", err)
+	}
+	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), value, m.options(r, 0)))
+	return nil
+}
+
+// End deletes the session and clears the cookie.
+func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) {
+	if s != nil && s.ID != "" {
+		m.forget(r.Context(), s.ID)
+	}
+	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), "", m.options(r, -1)))
+}
+
+// Revoke ends a session by id (admin API, cross-instance logoff).
+func (m *Sessions) Revoke(ctx context.Context, id string) { m.forget(ctx, id) }
+
+// cookieValue finds a cookie's value without allocating, unlike
+// r.Cookie, which parses every cookie of the request.
+func cookieValue(r *http.Request, name string) string {
+	for _, line := range r.Header["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if ok && k == name {
+				return strings.Trim(v, `"`)
+			}
+		}
+	}
+	return ""
+}
+
+// The gorilla/sessions Store interface, for code that prefers its API: the
+// session's Values carry the *Session under the key "stepup".
+
+// New (gorilla) loads the request's session or starts a new one.
+func (m *Sessions) NewGorilla(r *http.Request, name string) (*sessions.Session, error) {
+	gs := sessions.NewSession(gorillaStore{m}, name)
+	gs.Options = m.options(r, 0)
+	gs.IsNew = true
+	if s := m.Load(r); s != nil {
+		gs.ID, gs.IsNew = s.ID, false
+		gs.Values["stepup"] = s.Clone()
+	} else {
+		gs.Values["stepup"] = m.New()
+	}
+	return gs, nil
+}
+
+// gorillaStore adapts Sessions to sessions.Store.
+type gorillaStore struct{ m *Sessions }
+
+func (g gorillaStore) Get(r *http.Request, name string) (*sessions.Session, error) {
+	return sessions.GetRegistry(r).Get(g, name)
+}
+
+func (g gorillaStore) New(r *http.Request, name string) (*sessions.Session, error) {
+	return g.m.NewGorilla(r, name)
+}
+
+func (g gorillaStore) Save(r *http.Request, w http.ResponseWriter, gs *sessions.Session) error {
+	s, ok := gs.Values["stepup"].(*Session)
+	if !ok {
+		return errors.New("stepup: session values carry no *stepup.Session")
+	}
+	if gs.Options != nil && gs.Options.MaxAge < 0 {
+		g.m.End(w, r, s)
+		return nil
+	}
+	if err := g.m.Commit(w, r, s); err != nil {
+		return err
+	}
+	gs.ID = s.ID
+	return nil
+}
+
+// GorillaStore exposes the session manager as a gorilla/sessions Store.
+func (m *Sessions) GorillaStore() sessions.Store { return gorillaStore{m} }

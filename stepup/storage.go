@@ -1,0 +1,37 @@
+package stepup
+
+import (
+	"context"
+	"time"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup/store"
+)
+
+// Store is where sessions, pending requests, one-time grants and counters
+// live. Values are bytes under string keys with a time to live, so that a
+// network store (Redis) can replace the in-process one: nothing may assume
+// that a stored value is shared by pointer.
+type Store interface {
+	// Get returns the value under key, or store.ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// Set stores val under key for ttl.
+	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
+	// Delete removes key.
+	Delete(ctx context.Context, key string) error
+	// Take returns the value under key and deletes it, atomically.
+	Take(ctx context.Context, key string) ([]byte, error)
+	// Incr increments a counter that expires ttl after it was created.
+	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+}
+
+// ErrNotFound is the store's answer for a missing or expired key.
+var ErrNotFound = store.ErrNotFound
+
+// Key prefixes of the records in the store.
+const (
+	keySession = "s:"
+	keyPending = "p:"
+	keyGrant   = "g:"
+	keyLimit   = "l:"
+	keyRound   = "r:"
+)

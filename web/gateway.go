@@ -1,0 +1,221 @@
+// Package web is the HTTP face of caddy-stepup: the gateway middleware that
+// lets a request through or sends it to step up (303 for browsers, 401 with a
+// machine-readable challenge for APIs, a kept and later replayed request for
+// forms), and the pages the module serves under its prefix, rendered from
+// embedded templates with no external resources.
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+)
+
+// Next calls the rest of the handler chain.
+type Next interface {
+	ServeHTTP(http.ResponseWriter, *http.Request) error
+}
+
+// Placeholder names set on requests that pass.
+const (
+	VarUser  = "http.stepup.user"
+	VarTier  = "http.stepup.tier"
+	VarTiers = "http.stepup.tiers"
+	VarRoles = "http.stepup.roles"
+)
+
+// Gateway enforces one site's policy with the shared engine.
+type Gateway struct {
+	Engine *stepup.Engine
+	Policy *stepup.Policy
+	// SetVar sets a placeholder on the request (Caddy's replacer).
+	SetVar func(r *http.Request, name string, value any)
+}
+
+// HTTPError carries a status for the caller's error handling (Caddy's
+// handle_errors): internal details stay in Err, never in a page.
+type HTTPError struct {
+	Status int
+	Err    error
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("%d: %v", e.Status, e.Err) }
+func (e *HTTPError) Unwrap() error { return e.Err }
+
+// ServeHTTP handles one request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
+	stripStepupHeaders(r.Header)
+	e := g.Engine
+	p := r.URL.Path
+	if p == e.Prefix || strings.HasPrefix(p, e.Prefix+"/") {
+		return g.serveOwn(w, r, next)
+	}
+	s := e.Session(w, r)
+	ev := stepup.Evaluation{Request: r, Session: s, Now: e.Now()}
+	return g.decide(w, r, &ev, next)
+}
+
+// decide runs the policy and either passes the request on or denies it.
+func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation, next Next) error {
+	e := g.Engine
+	if err := g.Policy.Decide(ev); err != nil {
+		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Result: "error", Reason: "matcher_error"})
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	d := &ev.Decision
+	// A per-request requirement may be met by a grant from a step-up just
+	// performed for this very navigation.
+	if d.Missing != nil && d.Missing.PerRequest && ev.Session != nil && ev.FreshSince.IsZero() {
+		if since := e.GrantSince(r.Context(), ev.Session.Owner, r); !since.IsZero() {
+			ev.FreshSince = since
+			if err := g.Policy.Decide(ev); err != nil {
+				return &HTTPError{http.StatusInternalServerError, err}
+			}
+		}
+	}
+	if !d.Allowed {
+		return g.deny(w, r, ev)
+	}
+	if d.UsedFreshStepUp && ev.Session != nil {
+		e.UseGrant(r.Context(), ev.Session.Owner, r)
+	}
+	if d.Matched != 0 {
+		rec := stepup.Record{Event: stepup.EventAllowed, Set: strings.Join(g.Policy.MatchedSets(d.Matched), ","), Result: "allowed"}
+		if ev.Session != nil {
+			rec.Tiers = ev.Session.Stack.Names()
+		}
+		e.Log(r, ev.Session, rec)
+	}
+	if s := ev.Session; s != nil && g.SetVar != nil {
+		v := s.PlaceholderValues(e.Hierarchy)
+		g.SetVar(r, VarUser, v.User)
+		g.SetVar(r, VarTier, v.Tier)
+		g.SetVar(r, VarTiers, v.Tiers)
+		g.SetVar(r, VarRoles, v.Roles)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// deny answers a request that lacks a tier (or was refused by a stage).
+func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation) error {
+	e := g.Engine
+	d := &ev.Decision
+	if d.Denial != nil {
+		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: d.Denial.Set, Result: "denied", Reason: d.Denial.Reason})
+		status := d.Denial.Status
+		if status == 0 {
+			status = http.StatusForbidden
+		}
+		if isAPI(r) {
+			writeJSON(w, status, map[string]any{"error": "access_denied", "reason": d.Denial.Reason, "detail": d.Denial.Detail})
+			return nil
+		}
+		return g.renderMessage(w, r, status, "Not allowed", d.Denial.Detail, "", "")
+	}
+	m := d.Missing
+	e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: m.Set, Tier: m.Tier, Result: "step_up_required", Reason: "tier_missing"})
+	q := url.Values{"tier": {m.Tier}}
+	if t, _ := e.Hierarchy.Get(m.Tier); m.MaxAge > 0 && m.MaxAge < t.MaxAge {
+		q.Set("max_age", strconv.Itoa(int(m.MaxAge.Seconds())))
+	}
+	if isAPI(r) {
+		q.Set("return", r.URL.RequestURI())
+		return g.challengeAPI(w, m, e.Prefix+"/challenge?"+q.Encode())
+	}
+	safe := r.Method == http.MethodGet || r.Method == http.MethodHead
+	if safe && !m.PerRequest {
+		q.Set("return", r.URL.RequestURI())
+		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
+		return nil
+	}
+	// Keep the request, body and all, for replay after the step-up.
+	s, err := e.Anonymous(w, r, ev.Session)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	if e.Limiter.Blocked(r.Context(), "pending", "", e.ClientIP(r)) {
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "too_many_kept_requests_from_client"})
+		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
+	}
+	pr, err := e.Keep(r.Context(), s.Owner, r, m)
+	switch {
+	case errors.Is(err, stepup.ErrBodyTooLarge):
+		q.Set("return", returnFor(r, e.Prefix))
+		return g.renderMessage(w, r, http.StatusRequestEntityTooLarge, "Step-up needed",
+			"This action needs a stronger sign-in, and the data you sent is too large to hold while you do. Step up first, then send it again.",
+			e.Prefix+"/challenge?"+q.Encode(), "Step up")
+	case errors.Is(err, stepup.ErrTooManyPending):
+		e.Limiter.Failed(r.Context(), "pending", "", e.ClientIP(r))
+		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many held requests", "Too many of your requests are waiting for a step-up. Finish or discard them first.", e.Prefix+"/", "Your session")
+	case err != nil:
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	q.Set("pending", pr.ID)
+	q.Set("return", returnFor(r, e.Prefix))
+	if pr.Method == http.MethodGet || pr.Method == http.MethodHead {
+		q.Set("return", pr.URI)
+	}
+	http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
+	return nil
+}
+
+// challengeAPI answers an API client with a machine-readable challenge.
+func (g *Gateway) challengeAPI(w http.ResponseWriter, m *stepup.Missing, stepURI string) error {
+	maxAge := int(m.MaxAge.Seconds())
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(
+		`StepUp error="insufficient_user_authentication", tier=%q, acr_values=%q, max_age=%d, step_up_uri=%q`,
+		m.Tier, m.ACR, maxAge, stepURI))
+	writeJSON(w, http.StatusUnauthorized, map[string]any{
+		"error":             "insufficient_user_authentication",
+		"error_description": "a stronger authentication is required",
+		"tier":              m.Tier,
+		"acr_values":        m.ACR,
+		"max_age":           maxAge,
+		"step_up_uri":       stepURI,
+		"transaction_set":   m.Set,
+	})
+	return nil
+}
+
+// isAPI tells API clients from browser navigations: an API client does not
+// accept HTML, or says it is a script.
+func isAPI(r *http.Request) bool {
+	if r.Header.Get("X-Requested-With") != "" {
+		return true
+	}
+	return !strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// returnFor is where a user goes back to after a kept unsafe request: the
+// page that sent it, when that is a safe same-origin path.
+func returnFor(r *http.Request, prefix string) string {
+	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && ref.Host == r.Host {
+		if u, ok := stepup.SafeReturn(ref.RequestURI(), prefix); ok {
+			return u
+		}
+	}
+	return "/"
+}
+
+// stripStepupHeaders removes client-sent X-Stepup-* headers, which
+// upstreams may trust when the gateway sets them.
+func stripStepupHeaders(h http.Header) {
+	for k := range h {
+		if len(k) >= 9 && strings.EqualFold(k[:9], "X-Stepup-") {
+			delete(h, k)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,493 @@
+package web
+
+import (
+	"embed"
+	"errors"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/tiers"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed assets
+var assetFS embed.FS
+
+var pages = map[string]*template.Template{}
+
+func init() {
+	for _, name := range []string{"step", "status", "message", "confirm"} {
+		pages[name] = template.Must(template.ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
+	}
+}
+
+// maxFormBytes bounds the forms the pages accept.
+const maxFormBytes = 64 << 10
+
+// securityHeaders are sent with every page: nothing cached, nothing framed,
+// no script but the module's own files, no referrer across origins.
+func securityHeaders(h http.Header) {
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+}
+
+// pageData is what every page template sees.
+type pageData struct {
+	Title, CSRF, Prefix string
+	Error, Notice       string
+	Link, LinkText      string
+
+	// step page
+	Chain       []chainStep
+	Step, Steps int
+	Tier        string
+	TierLabel   string
+	Target      string
+	Return      string
+	MaxAge      string
+	Pending     string
+	State       string
+	RoundPrompt string
+	Prompt      stepup.Prompt
+	PendingReq  *stepup.PendingRequest
+	User, Roles string
+	Tiers       []tierRow
+	Roots       []string
+}
+
+type chainStep struct{ Label, State string }
+
+type tierRow struct {
+	Name, Base, Method, Left string
+	Held, CanReach           bool
+}
+
+func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) error {
+	d.CSRF = g.Engine.CSRF.Token(w, r)
+	d.Prefix = g.Engine.Prefix
+	securityHeaders(w.Header())
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	return pages[page].ExecuteTemplate(w, "layout", d)
+}
+
+func (g *Gateway) renderMessage(w http.ResponseWriter, r *http.Request, status int, title, text, link, linkText string) error {
+	d := &pageData{Title: title, Link: link, LinkText: linkText}
+	if status >= 400 {
+		d.Error = text
+	} else {
+		d.Notice = text
+	}
+	return g.render(w, r, status, "message", d)
+}
+
+// serveOwn serves the pages under the prefix. A confirmed replay of a kept
+// request continues through the decision and on to next.
+func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) error {
+	e := g.Engine
+	rest := strings.TrimPrefix(r.URL.Path, e.Prefix)
+	if strings.HasPrefix(rest, "/assets/") {
+		return g.serveAsset(w, r, strings.TrimPrefix(rest, "/assets/"))
+	}
+	s := e.Session(w, r)
+	switch {
+	case rest == "" || rest == "/":
+		return g.methodOnly(w, r, http.MethodGet, func() error { return g.status(w, r, s) })
+	case rest == "/challenge":
+		return g.methodOnly(w, r, http.MethodGet, func() error { return g.challenge(w, r, s, r.URL.Query(), "", 0) })
+	case strings.HasPrefix(rest, "/verify/"):
+		return g.methodOnly(w, r, http.MethodPost, func() error { return g.verify(w, r, s, strings.TrimPrefix(rest, "/verify/")) })
+	case rest == "/logout":
+		return g.methodOnly(w, r, http.MethodPost, func() error { return g.logout(w, r, s) })
+	case strings.HasPrefix(rest, "/resume/"):
+		id := strings.TrimPrefix(rest, "/resume/")
+		if r.Method == http.MethodPost {
+			return g.resume(w, r, s, id, next)
+		}
+		return g.methodOnly(w, r, http.MethodGet, func() error { return g.confirm(w, r, s, id) })
+	}
+	return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such page.", e.Prefix+"/", "Your session")
+}
+
+func (g *Gateway) methodOnly(w http.ResponseWriter, r *http.Request, method string, f func() error) error {
+	if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
+		return f()
+	}
+	w.Header().Set("Allow", method)
+	return g.renderMessage(w, r, http.StatusMethodNotAllowed, "Method not allowed", "This page does not accept "+r.Method+" requests.", "", "")
+}
+
+func (g *Gateway) serveAsset(w http.ResponseWriter, r *http.Request, name string) error {
+	b, err := fs.ReadFile(assetFS, "assets/"+name)
+	if err != nil || strings.Contains(name, "..") {
+		http.NotFound(w, r)
+		return nil
+	}
+	switch {
+	case strings.HasSuffix(name, ".css"):
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	case strings.HasSuffix(name, ".js"):
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	}
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, err = w.Write(b)
+	return err
+}
+
+// challengeParams are the parameters a step-up walk carries from page to
+// page: the target tier, where to return, a stricter max age, a kept request.
+type challengeParams struct {
+	target  string
+	ret     string
+	maxAge  time.Duration
+	pending string
+}
+
+func (g *Gateway) parseChallenge(v url.Values) (challengeParams, bool) {
+	e := g.Engine
+	p := challengeParams{target: v.Get("tier"), pending: v.Get("pending")}
+	if p.target == "" {
+		p.target = v.Get("target")
+	}
+	if !e.Hierarchy.Has(p.target) {
+		return p, false
+	}
+	p.ret = "/"
+	if raw := v.Get("return"); raw != "" {
+		if u, ok := stepup.SafeReturn(raw, e.Prefix); ok {
+			p.ret = u
+		}
+	}
+	if n, err := strconv.Atoi(v.Get("max_age")); err == nil && n > 0 && n < 366*24*3600 {
+		p.maxAge = time.Duration(n) * time.Second
+	}
+	if len(p.pending) > 64 {
+		p.pending = ""
+	}
+	return p, true
+}
+
+func (p challengeParams) query() url.Values {
+	q := url.Values{"tier": {p.target}, "return": {p.ret}}
+	if p.maxAge > 0 {
+		q.Set("max_age", strconv.Itoa(int(p.maxAge.Seconds())))
+	}
+	if p.pending != "" {
+		q.Set("pending", p.pending)
+	}
+	return q
+}
+
+// challenge walks the chain from what the session holds to the target tier:
+// it shows the first missing step, or finishes when nothing is missing.
+func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Session, v url.Values, errMsg string, status int) error {
+	e := g.Engine
+	p, ok := g.parseChallenge(v)
+	if !ok {
+		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+	}
+	var stack tiers.Stack
+	if s != nil {
+		stack = s.Stack
+	}
+	now := e.Now()
+	next, err := stack.Next(e.Hierarchy, p.target, now, p.maxAge)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	var kept *stepup.PendingRequest
+	if p.pending != "" && s != nil {
+		kept, _ = e.PeekPending(r.Context(), s.Owner, p.pending)
+		if kept == nil {
+			p.pending = ""
+		}
+	}
+	// A per-request requirement: the target must be reached after the
+	// request was made, whatever the stack held before.
+	if next == "" && kept != nil && kept.Fresh {
+		if l, _ := stack.Level(p.target); l.At.Before(kept.Created) {
+			next = p.target
+		}
+	}
+	if next == "" {
+		return g.finish(w, r, s, p, kept)
+	}
+	return g.renderStep(w, r, s, p, next, errMsg, status, nil)
+}
+
+// renderStep shows the form of one step of the chain.
+func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.Session, p challengeParams, tier, errMsg string, status int, round *roundView) error {
+	e := g.Engine
+	chain, _ := e.Hierarchy.Chain(p.target)
+	d := &pageData{Title: "Step up", Tier: tier, Target: p.target, Return: p.ret, Pending: p.pending, Error: errMsg, Steps: len(chain)}
+	if p.maxAge > 0 {
+		d.MaxAge = strconv.Itoa(int(p.maxAge.Seconds()))
+	}
+	state := "done"
+	for i, name := range chain {
+		if name == tier {
+			d.Step = i + 1
+			state = "current"
+		}
+		d.Chain = append(d.Chain, chainStep{Label: name, State: state})
+		if state == "current" {
+			state = "todo"
+		}
+	}
+	user := ""
+	if s != nil {
+		user = s.User
+	}
+	m := e.Methods[tier]
+	d.Prompt = m.Prompt(user)
+	d.TierLabel = tier + " (" + m.Name() + ")"
+	if round != nil {
+		d.RoundPrompt, d.State = round.prompt, round.id
+	}
+	if status == 0 {
+		status = http.StatusOK
+		if _, ok := m.(stepup.RequestIdentity); ok {
+			status = http.StatusUnauthorized // nothing to fill in here
+		}
+	}
+	return g.render(w, r, status, "step", d)
+}
+
+type roundView struct{ id, prompt string }
+
+// finish ends a walk: a kept navigation gets its one-time grant, a kept
+// form goes to the confirmation page, anything else returns.
+func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, s *stepup.Session, p challengeParams, kept *stepup.PendingRequest) error {
+	e := g.Engine
+	if kept == nil {
+		http.Redirect(w, r, p.ret, http.StatusSeeOther)
+		return nil
+	}
+	if kept.Method == http.MethodGet || kept.Method == http.MethodHead {
+		if _, err := e.TakePending(r.Context(), s.Owner, kept.ID); err != nil {
+			return g.challengeExpired(w, r)
+		}
+		if err := e.Grant(r.Context(), s.Owner, kept.Method, kept.URI, kept.Created); err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		http.Redirect(w, r, kept.URI, http.StatusSeeOther)
+		return nil
+	}
+	http.Redirect(w, r, e.Prefix+"/resume/"+kept.ID, http.StatusSeeOther)
+	return nil
+}
+
+func (g *Gateway) challengeExpired(w http.ResponseWriter, r *http.Request) error {
+	return g.renderMessage(w, r, http.StatusGone, "Request expired", "The request held for your step-up has expired or was already sent. Please try again.", "/", "Home")
+}
+
+var errFormRejected = errors.New("form rejected")
+
+// verify checks one submitted step.
+func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string) error {
+	e := g.Engine
+	if err := g.parseFormOrAnswer(w, r); err != nil {
+		return nil
+	}
+	form := r.PostForm
+	p, ok := g.parseChallenge(form)
+	m, known := e.Methods[tier]
+	if !ok || !known || !(tier == p.target || e.Hierarchy.IsAbove(p.target, tier)) {
+		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+	}
+	now := e.Now()
+	t, _ := e.Hierarchy.Get(tier)
+	var stack tiers.Stack
+	if s != nil {
+		stack = s.Stack
+	}
+	if t.Base != "" && !stack.Holds(e.Hierarchy, t.Base, now, 0) {
+		// Out of order (or the base lapsed meanwhile): resume the walk.
+		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
+		return nil
+	}
+	user := ""
+	if s != nil && !m.Identifies() {
+		user = s.User
+	}
+	limitUser := user
+	if m.Identifies() {
+		limitUser = strings.TrimSpace(form.Get("username"))
+	}
+	ip := e.ClientIP(r)
+	if e.Limiter.Blocked(r.Context(), tier, limitUser, ip) {
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, User: limitUser, Tier: tier, Result: "refused", Reason: "too_many_failures"})
+		mins := int(e.Limiter.Window().Minutes())
+		return g.renderStep(w, r, s, p, tier, "Too many failed attempts. Try again in "+strconv.Itoa(mins)+" minutes.", http.StatusTooManyRequests, nil)
+	}
+	a := &stepup.Attempt{Tier: tier, User: user, Form: form, ClientIP: ip}
+	if id := form.Get("state"); id != "" && s != nil {
+		a.Round, _ = e.TakeRound(r.Context(), s.Owner, id)
+		if a.Round == nil {
+			return g.renderStep(w, r, s, p, tier, "That step has expired. Start again.", http.StatusUnauthorized, nil)
+		}
+	}
+	o, err := m.Verify(r.Context(), a)
+	if err != nil {
+		o = &stepup.Outcome{Result: stepup.Unavailable, Reason: "method_error"}
+	}
+	rec := stepup.Record{Event: stepup.EventStepUp, User: o.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason}
+	if rec.User == "" {
+		rec.User = limitUser
+	}
+	switch o.Result {
+	case stepup.Accepted:
+		e.Limiter.Succeeded(r.Context(), tier, limitUser)
+		next, err := e.Complete(w, r, s, tier, o)
+		if errors.Is(err, stepup.ErrNotAllowed) {
+			http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
+			return nil
+		}
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		rec.Tiers = next.Stack.Names()
+		e.Log(r, next, rec)
+		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
+		return nil
+	case stepup.Challenged:
+		if s == nil {
+			if s, err = e.Anonymous(w, r, s); err != nil {
+				return &HTTPError{http.StatusInternalServerError, err}
+			}
+		}
+		id, err := e.KeepRound(r.Context(), s.Owner, o.Round)
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		e.Log(r, s, rec)
+		return g.renderStep(w, r, s, p, tier, "", http.StatusUnauthorized, &roundView{id: id, prompt: o.Round.Prompt})
+	case stepup.Unavailable:
+		e.Log(r, s, rec)
+		return g.renderStep(w, r, s, p, tier, "The authentication service is unavailable. Try again in a moment.", http.StatusServiceUnavailable, nil)
+	default:
+		e.Limiter.Failed(r.Context(), tier, limitUser, ip)
+		e.Log(r, s, rec)
+		msg := o.Message
+		if msg == "" {
+			msg = "That did not work. Try again."
+		}
+		return g.renderStep(w, r, s, p, tier, msg, http.StatusUnauthorized, nil)
+	}
+}
+
+// parseFormOrAnswer parses and checks the form; when it fails the answer
+// has been written and errFormRejected returned.
+func (g *Gateway) parseFormOrAnswer(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		_ = g.renderMessage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.", "", "")
+		return errFormRejected
+	}
+	if !g.Engine.CSRF.Valid(r, r.PostForm.Get("csrf_token")) {
+		g.Engine.Log(r, nil, stepup.Record{Event: stepup.EventDenied, Result: "refused", Reason: "csrf_token_invalid"})
+		_ = g.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Go back, reload the page and try again.", "", "")
+		return errFormRejected
+	}
+	return nil
+}
+
+// logout closes a tier and everything above it.
+func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+	e := g.Engine
+	if err := g.parseFormOrAnswer(w, r); err != nil {
+		return nil
+	}
+	tier := r.PostForm.Get("tier")
+	if s == nil {
+		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+		return nil
+	}
+	if _, held := s.Stack.Level(tier); !held {
+		return g.renderMessage(w, r, http.StatusBadRequest, "Not held", "You do not hold that tier.", e.Prefix+"/", "Your session")
+	}
+	_, closed, err := e.LogOff(w, r, s, tier)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	e.Log(r, s, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Tiers: closed})
+	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+	return nil
+}
+
+// status shows who the user is and what they hold.
+func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+	e := g.Engine
+	d := &pageData{Title: "Your session", Roots: e.Hierarchy.Roots()}
+	now := e.Now()
+	if s != nil && s.User != "" {
+		d.User, d.Roles = s.User, strings.Join(s.Roles, ", ")
+		for _, name := range e.Hierarchy.Names() {
+			t, _ := e.Hierarchy.Get(name)
+			row := tierRow{Name: name, Base: t.Base, Method: t.Method}
+			if s.Stack.Holds(e.Hierarchy, name, now, 0) {
+				row.Held = true
+				row.Left = s.Stack.Remaining(e.Hierarchy, name, now).Round(time.Second).String()
+			} else {
+				row.CanReach = true
+			}
+			d.Tiers = append(d.Tiers, row)
+		}
+	}
+	return g.render(w, r, http.StatusOK, "status", d)
+}
+
+// confirm shows a kept request before it is sent.
+func (g *Gateway) confirm(w http.ResponseWriter, r *http.Request, s *stepup.Session, id string) error {
+	if s == nil {
+		return g.challengeExpired(w, r)
+	}
+	kept, err := g.Engine.PeekPending(r.Context(), s.Owner, id)
+	if err != nil {
+		return g.challengeExpired(w, r)
+	}
+	return g.render(w, r, http.StatusOK, "confirm", &pageData{Title: "Confirm", PendingReq: kept})
+}
+
+// resume replays (or discards) a kept request after its confirmation.
+func (g *Gateway) resume(w http.ResponseWriter, r *http.Request, s *stepup.Session, id string, next Next) error {
+	e := g.Engine
+	if err := g.parseFormOrAnswer(w, r); err != nil {
+		return nil
+	}
+	if s == nil {
+		return g.challengeExpired(w, r)
+	}
+	kept, err := e.TakePending(r.Context(), s.Owner, id)
+	if err != nil {
+		return g.challengeExpired(w, r)
+	}
+	if r.PostForm.Get("action") == "discard" {
+		e.Log(r, s, stepup.Record{Event: stepup.EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "discarded"})
+		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+		return nil
+	}
+	replay, err := kept.ReplayRequest(r)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	e.Log(replay, s, stepup.Record{Event: stepup.EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "replayed"})
+	ev := stepup.Evaluation{Request: replay, Session: s, Now: e.Now(), FreshSince: kept.Created}
+	return g.decide(w, replay, &ev, next)
+}

@@ -139,6 +139,15 @@ type PendingConfig struct {
 	TTL caddy.Duration `json:"ttl,omitempty"`
 }
 
+// auditLog names the audit logger ("http.handlers.stepup.audit") so that
+// Caddy's log routing (a log's include and exclude lists) applies to it. It
+// is not a registered module.
+type auditLog struct{}
+
+func (auditLog) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: stepup.AuditLoggerName, New: func() caddy.Module { return auditLog{} }}
+}
+
 // now is the clock of every engine; tests in this package replace it.
 var now = time.Now
 
@@ -237,7 +246,7 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 
 	ec := stepup.EngineConfig{
 		Hierarchy: h, Methods: methods, Store: st, Keys: keys, Prefix: c.Prefix,
-		Audit:     stepup.NewAudit(caddy.Log().Named(stepup.AuditLoggerName)),
+		Audit:     stepup.NewAudit(ctx.Logger(auditLog{})),
 		Now:       func() time.Time { return now() },
 		ClientIP:  clientIP,
 		RequestID: requestID,

@@ -122,9 +122,6 @@ func (h PasswordHash) Matches(password string) bool {
 	return false
 }
 
-// dummyHash is compared for unknown users so that a login for a user that
-// does not exist takes as long as one for a user that does.
-var dummyHash, _ = ParsePasswordHash("$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6")
 
 // Password is the password method: a user name and password checked against
 // the configured users. At a root tier it identifies the user; at a tier above
@@ -132,12 +129,26 @@ var dummyHash, _ = ParsePasswordHash("$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4r
 type Password struct {
 	users map[string]*User
 	root  bool
+	// decoy is compared for unknown users so that a login for a user that
+	// does not exist costs what one for a user that does costs: it is a
+	// configured user's hash, so its algorithm and cost are the real ones.
+	decoy PasswordHash
 }
 
 // NewPassword returns the method for a tier; root tells whether the tier is a
 // root tier (identifying) or confirms a known user.
 func NewPassword(users map[string]*User, root bool) *Password {
-	return &Password{users: users, root: root}
+	p := &Password{users: users, root: root}
+	first := ""
+	for name := range users {
+		if first == "" || name < first {
+			first = name
+		}
+	}
+	if first != "" {
+		p.decoy = users[first].Hash
+	}
+	return p
 }
 
 // Name implements Method.
@@ -176,13 +187,13 @@ func (p *Password) Verify(_ context.Context, a *Attempt) (*Outcome, error) {
 		failed.Message = "The password is not correct."
 	}
 	if name == "" || password == "" || len(password) > 1024 {
-		_ = dummyHash.Matches(password)
+		_ = p.decoy.Matches(password)
 		failed.Reason = "missing_or_oversized_field"
 		return failed, nil
 	}
 	u, ok := p.users[name]
 	if !ok {
-		_ = dummyHash.Matches(password)
+		_ = p.decoy.Matches(password)
 		failed.Reason = "unknown_user"
 		return failed, nil
 	}

@@ -48,6 +48,9 @@ type PendingRequest struct {
 	Created     time.Time `json:"c"`
 	// Fresh: the set requires a step-up performed for this very request.
 	Fresh bool `json:"f,omitempty"`
+	// SteppedUp is when the step-up to Tier performed for this request
+	// completed (zero until then).
+	SteppedUp time.Time `json:"su,omitempty"`
 }
 
 // Errors of keeping a request.
@@ -62,14 +65,8 @@ func pendingKey(owner, id string) string { return keyPending + owner + ":" + id 
 // Keep reads the request's body (up to the limit) and stores the request
 // for the session owner. The body is consumed.
 func (e *Engine) Keep(ctx context.Context, owner string, r *http.Request, m *Missing) (*PendingRequest, error) {
-	n, err := e.Store.Incr(ctx, keyPending+owner+"#count", e.Pending.TTL)
-	if err != nil {
-		return nil, fmt.Errorf("counting pending requests: %w", err)
-	}
-	if n > int64(e.Pending.PerSession) {
-		return nil, ErrTooManyPending
-	}
 	var body []byte
+	var err error
 	if r.Body != nil && r.Body != http.NoBody {
 		body, err = io.ReadAll(io.LimitReader(r.Body, e.Pending.MaxBody+1))
 		if err != nil {
@@ -78,6 +75,13 @@ func (e *Engine) Keep(ctx context.Context, owner string, r *http.Request, m *Mis
 		if int64(len(body)) > e.Pending.MaxBody {
 			return nil, ErrBodyTooLarge
 		}
+	}
+	n, err := e.Store.Incr(ctx, keyPending+owner+"#count", e.Pending.TTL)
+	if err != nil {
+		return nil, fmt.Errorf("counting pending requests: %w", err)
+	}
+	if n > int64(e.Pending.PerSession) {
+		return nil, ErrTooManyPending
 	}
 	p := &PendingRequest{
 		ID: randomToken(18), Method: r.Method, URI: r.URL.RequestURI(),
@@ -120,13 +124,33 @@ func decodePending(raw []byte, err error) (*PendingRequest, error) {
 	return p, nil
 }
 
-// ReplayRequest rebuilds the kept request on top of the request that
-// confirmed it (whose cookies and connection it keeps).
-func (p *PendingRequest) ReplayRequest(confirm *http.Request) (*http.Request, error) {
-	r := confirm.Clone(confirm.Context())
-	u, err := confirm.URL.Parse(p.URI)
+// MarkSteppedUp records that the step-up performed for a kept request
+// completed at at.
+func (e *Engine) MarkSteppedUp(ctx context.Context, owner, id string, at time.Time) error {
+	p, err := e.PeekPending(ctx, owner, id)
 	if err != nil {
-		return nil, err
+		return err
+	}
+	p.SteppedUp = at
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	ttl := p.Created.Add(e.Pending.TTL).Sub(e.Now())
+	if ttl <= 0 {
+		return ErrPendingNotFound
+	}
+	return e.Store.Set(ctx, pendingKey(owner, id), raw, ttl)
+}
+
+// Replay turns the request that confirmed a kept request into the kept
+// request itself, in place, as Caddy's rewrite does: placeholders and
+// upstream handlers hold this very *http.Request. Cookies, connection and
+// client address stay those of the confirming request.
+func (p *PendingRequest) Replay(r *http.Request) error {
+	u, err := r.URL.Parse(p.URI)
+	if err != nil {
+		return err
 	}
 	r.Method = p.Method
 	r.URL = u
@@ -140,7 +164,7 @@ func (p *PendingRequest) ReplayRequest(confirm *http.Request) (*http.Request, er
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytesReader(p.Body)), nil }
 	r.Header.Del("Content-Length")
 	r.Form, r.PostForm, r.MultipartForm = nil, nil, nil
-	return r, nil
+	return nil
 }
 
 // Grants: a per-request step-up for a navigation (GET) is remembered as a

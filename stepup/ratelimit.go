@@ -2,6 +2,8 @@ package stepup
 
 import (
 	"context"
+	"errors"
+	"math"
 	"strconv"
 	"time"
 )
@@ -46,22 +48,26 @@ func NewLimiter(l Limits, st Store) *Limiter {
 func userKey(tier, user string) string { return keyLimit + "u:" + tier + ":" + user }
 func clientKey(ip string) string       { return keyLimit + "c:" + ip }
 
+// count reads a counter; a store failure reads as "over any limit", since
+// failing closed is the only safe answer.
 func (l *Limiter) count(ctx context.Context, key string) int {
 	raw, err := l.store.Get(ctx, key)
-	if err != nil {
+	if errors.Is(err, ErrNotFound) {
 		return 0
 	}
-	n, _ := strconv.Atoi(string(raw))
+	if err != nil {
+		return math.MaxInt
+	}
+	n, err := strconv.Atoi(string(raw))
+	if err != nil {
+		return math.MaxInt
+	}
 	return n
 }
 
 // Blocked reports whether attempts for this user (at this tier) or from this
 // client are currently refused. An empty user checks the client alone.
-// A store error blocks: failing closed is the only safe answer.
 func (l *Limiter) Blocked(ctx context.Context, tier, user, clientIP string) bool {
-	if _, err := l.store.Get(ctx, clientKey(clientIP)); err != nil && err != ErrNotFound {
-		return true
-	}
 	if l.count(ctx, clientKey(clientIP)) >= l.limits.PerClient {
 		return true
 	}

@@ -174,7 +174,7 @@ func (s Stack) Next(h *Hierarchy, target string, now time.Time, maxAge time.Dura
 	return "", nil
 }
 
-// Push adds (or refreshes) a level. The tier's base must be held and fresh:
+// Push adds (or refreshes, in place) a level. The tier's base must be held and fresh:
 // one cannot authenticate to a tier whose base is not held. Levels above the
 // pushed tier stay, since their base is still held.
 func (s Stack) Push(h *Hierarchy, l Level, now time.Time) (Stack, error) {
@@ -189,11 +189,11 @@ func (s Stack) Push(h *Hierarchy, l Level, now time.Time) (Stack, error) {
 	if l.Method == "" {
 		l.Method = t.Method
 	}
-	out := make(Stack, 0, len(s)+1)
-	for _, cur := range s {
-		if cur.Tier != l.Tier {
-			out = append(out, cur)
-		}
+	out := make(Stack, len(s), len(s)+1)
+	copy(out, s)
+	if i := s.find(l.Tier); i >= 0 {
+		out[i] = l // a refresh keeps the level's place
+		return out, nil
 	}
 	return append(out, l), nil
 }

@@ -187,7 +187,7 @@ func TestPushRefreshesWithoutDuplicatingAndKeepsUpperLevels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := out.Names(); !reflect.DeepEqual(got, []string{"login", "key", "otp"}) {
+	if got := out.Names(); !reflect.DeepEqual(got, []string{"login", "otp", "key"}) {
 		t.Fatalf("names = %v", got)
 	}
 	if l, _ := out.Level("otp"); !l.At.Equal(now) {

@@ -30,6 +30,10 @@ const (
 	VarRoles = "http.stepup.roles"
 )
 
+// anonymousVars are the placeholder values of a request without a session:
+// empty, never left unexpanded.
+var anonymousVars = stepup.Vars{User: "", Tier: "", Tiers: "", Roles: ""}
+
 // Gateway enforces one site's policy with the shared engine.
 type Gateway struct {
 	Engine *stepup.Engine
@@ -92,8 +96,11 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 		}
 		e.Log(r, ev.Session, rec)
 	}
-	if s := ev.Session; s != nil && g.SetVar != nil {
-		v := s.PlaceholderValues(e.Hierarchy)
+	if g.SetVar != nil {
+		v := anonymousVars
+		if s := ev.Session; s != nil {
+			v = s.PlaceholderValues(e.Hierarchy)
+		}
 		g.SetVar(r, VarUser, v.User)
 		g.SetVar(r, VarTier, v.Tier)
 		g.SetVar(r, VarTiers, v.Tiers)

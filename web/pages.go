@@ -220,10 +220,8 @@ func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	}
 	// A per-request requirement: the target must be reached after the
 	// request was made, whatever the stack held before.
-	if next == "" && kept != nil && kept.Fresh {
-		if l, _ := stack.Level(p.target); l.At.Before(kept.Created) {
-			next = p.target
-		}
+	if next == "" && kept != nil && kept.Fresh && kept.SteppedUp.IsZero() {
+		next = p.target
 	}
 	if next == "" {
 		return g.finish(w, r, s, p, kept)
@@ -283,7 +281,7 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		if _, err := e.TakePending(r.Context(), s.Owner, kept.ID); err != nil {
 			return g.challengeExpired(w, r)
 		}
-		if err := e.Grant(r.Context(), s.Owner, kept.Method, kept.URI, kept.Created); err != nil {
+		if err := e.Grant(r.Context(), s.Owner, kept.Method, kept.URI, kept.SteppedUp); err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		http.Redirect(w, r, kept.URI, http.StatusSeeOther)
@@ -364,6 +362,11 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		}
 		rec.Tiers = next.Stack.Names()
 		e.Log(r, next, rec)
+		if p.pending != "" && tier == p.target {
+			lvl, _ := next.Stack.Level(tier)
+			// The kept request may be gone (expired); the walk still ends.
+			_ = e.MarkSteppedUp(r.Context(), next.Owner, p.pending, lvl.At)
+		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
 	case stepup.Challenged:
@@ -483,11 +486,10 @@ func (g *Gateway) resume(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 		return nil
 	}
-	replay, err := kept.ReplayRequest(r)
-	if err != nil {
+	if err := kept.Replay(r); err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	e.Log(replay, s, stepup.Record{Event: stepup.EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "replayed"})
-	ev := stepup.Evaluation{Request: replay, Session: s, Now: e.Now(), FreshSince: kept.Created}
-	return g.decide(w, replay, &ev, next)
+	e.Log(r, s, stepup.Record{Event: stepup.EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "replayed"})
+	ev := stepup.Evaluation{Request: r, Session: s, Now: e.Now(), FreshSince: kept.SteppedUp}
+	return g.decide(w, r, &ev, next)
 }

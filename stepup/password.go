@@ -122,7 +122,6 @@ func (h PasswordHash) Matches(password string) bool {
 	return false
 }
 
-
 // Password is the password method: a user name and password checked against
 // the configured users. At a root tier it identifies the user; at a tier above
 // the root it re-confirms the session user's password ("sudo mode").

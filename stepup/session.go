@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -39,6 +40,8 @@ type Session struct {
 	Created time.Time `json:"c"`
 	Seen    time.Time `json:"l"`
 
+	// gen orders a cached copy against this instance's writes of its id.
+	gen uint64
 	// ephemeral sessions exist only for one request (an external identity
 	// with no stored state) and are never written to the store.
 	ephemeral bool
@@ -125,6 +128,13 @@ func (c *SessionConfig) defaults() {
 	}
 }
 
+// change is an entry of Sessions.changes.
+type change struct {
+	gen   uint64
+	ended bool
+	at    time.Time // wall clock: when the entry may be forgotten
+}
+
 // touchInterval is how stale Seen may get before a request refreshes it:
 // writing on every request would put the store on the hot path.
 const touchInterval = time.Minute
@@ -140,8 +150,14 @@ type Sessions struct {
 
 	ids      *ristretto.Cache[string, string]   // cookie value -> session id
 	sessions *ristretto.Cache[string, *Session] // session id -> session
-	ended    sync.Map                           // session id -> time.Time: ids ended while maybe cached
-	stop     chan struct{}
+	// changes records, per session id, this instance's last write (or the
+	// end of the session). The cache is an optimisation only: ristretto
+	// applies sets asynchronously, so a copy read before a write can land in
+	// the cache after it. A cached copy older than the id's last change is
+	// never served.
+	changes sync.Map // session id -> change
+	gen     atomic.Uint64
+	stop    chan struct{}
 	stopOnce sync.Once
 }
 
@@ -158,18 +174,18 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	m := &Sessions{cfg: cfg, store: st, codec: codec, now: now, stop: make(chan struct{})}
 	var err error
 	m.ids, err = ristretto.NewCache(&ristretto.Config[string, string]{
-		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64,
+		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
 	})
 	if err != nil {
 		return nil, err
 	}
 	m.sessions, err = ristretto.NewCache(&ristretto.Config[string, *Session]{
-		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64,
+		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
 	})
 	if err != nil {
 		return nil, err
 	}
-	go m.forgetEnded()
+	go m.forgetChanges()
 	return m, nil
 }
 
@@ -219,10 +235,15 @@ func (m *Sessions) Load(r *http.Request) *Session {
 		id = string(raw)
 		m.ids.SetWithTTL(value, id, 1, m.cfg.CacheTTL)
 	}
-	if _, gone := m.ended.Load(id); gone {
-		return nil
-	}
 	s, ok := m.sessions.Get(id)
+	if c, changed := m.changes.Load(id); changed {
+		if c.(change).ended {
+			return nil
+		}
+		if ok && s.gen < c.(change).gen {
+			ok = false // a copy from before this instance's last write
+		}
+	}
 	if !ok {
 		s = m.fetch(r.Context(), id)
 		if s == nil {
@@ -244,6 +265,7 @@ func (m *Sessions) Load(r *http.Request) *Session {
 }
 
 func (m *Sessions) fetch(ctx context.Context, id string) *Session {
+	gen := m.gen.Add(1) // taken before the read: a write after it is newer
 	raw, err := m.store.Get(ctx, keySession+id)
 	if err != nil {
 		return nil
@@ -252,13 +274,16 @@ func (m *Sessions) fetch(ctx context.Context, id string) *Session {
 	if err := json.Unmarshal(raw, s); err != nil {
 		return nil
 	}
-	s.ID = id
+	s.ID, s.gen = id, gen
 	m.sessions.SetWithTTL(id, s, 1, m.cfg.CacheTTL)
 	return s
 }
 
+// jsonMarshal encodes a session for the store.
+func jsonMarshal(s *Session) ([]byte, error) { return json.Marshal(s) }
+
 func (m *Sessions) put(ctx context.Context, s *Session) error {
-	raw, err := json.Marshal(s)
+	raw, err := jsonMarshal(s)
 	if err != nil {
 		return err
 	}
@@ -269,26 +294,30 @@ func (m *Sessions) put(ctx context.Context, s *Session) error {
 	if err := m.store.Set(ctx, keySession+s.ID, raw, ttl); err != nil {
 		return fmt.Errorf("saving session: %w", err)
 	}
-	m.sessions.SetWithTTL(s.ID, s, 1, m.cfg.CacheTTL)
+	// Invalidate rather than update (ristretto may drop or reorder an
+	// update); the next read fills the cache from the store.
+	m.changes.Store(s.ID, change{gen: m.gen.Add(1), at: time.Now()})
+	m.sessions.Del(s.ID)
 	return nil
 }
 
 // forget ends a session id everywhere this instance can see it.
 func (m *Sessions) forget(ctx context.Context, id string) {
-	m.ended.Store(id, m.now())
+	m.changes.Store(id, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
 	m.sessions.Del(id)
 	_ = m.store.Delete(ctx, keySession+id)
 }
 
-// Invalidate drops a session id from this instance's caches, for a store
-// that reports changes made by other instances.
+// Invalidate makes this instance re-read a session id from the store, for a
+// store that reports changes made by other instances.
 func (m *Sessions) Invalidate(id string) {
-	m.ended.Store(id, m.now())
+	m.changes.Store(id, change{gen: m.gen.Add(1), at: time.Now()})
 	m.sessions.Del(id)
 }
 
-// forgetEnded expires the ended-id marks once the caches cannot hold them.
-func (m *Sessions) forgetEnded() {
+// forgetChanges drops the change marks once no cached copy can predate them
+// (a cached copy lives at most CacheTTL after it was read).
+func (m *Sessions) forgetChanges() {
 	t := time.NewTicker(m.cfg.CacheTTL)
 	defer t.Stop()
 	for {
@@ -296,10 +325,10 @@ func (m *Sessions) forgetEnded() {
 		case <-m.stop:
 			return
 		case <-t.C:
-			cutoff := m.now().Add(-2 * m.cfg.CacheTTL)
-			m.ended.Range(func(k, v any) bool {
-				if v.(time.Time).Before(cutoff) {
-					m.ended.Delete(k)
+			cutoff := time.Now().Add(-2 * m.cfg.CacheTTL)
+			m.changes.Range(func(k, v any) bool {
+				if v.(change).at.Before(cutoff) {
+					m.changes.Delete(k)
 				}
 				return true
 			})

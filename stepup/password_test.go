@@ -1,0 +1,104 @@
+package stepup
+
+import (
+	"context"
+	"encoding/base64"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// Hashes printed by `caddy hash-password --plaintext secret-pw` (bcrypt, the
+// default) and with `--algorithm argon2id`.
+const (
+	caddyBcrypt   = "$2a$14$Oh7z.YK91XHWg2QTSB3dHeZ5FbeYxMEgxpCXBjuVMBsiYS8IdAKMm"
+	caddyArgon2id = "$argon2id$v=19$m=47104,t=1,p=1$svKX5PFvaPFbLHO39CAmAg$8QRjM8G9lPmk34JCBPHC1097xwhtfGI4kcsqWF3WOtU"
+)
+
+func TestParsePasswordHashAcceptsCaddyFormats(t *testing.T) {
+	for name, h := range map[string]string{
+		"bcrypt":          caddyBcrypt,
+		"bcrypt base64":   base64.StdEncoding.EncodeToString([]byte(caddyBcrypt)),
+		"argon2id":        caddyArgon2id,
+		"with whitespace": "  " + caddyArgon2id + "\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ph, err := ParsePasswordHash(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ph.Matches("secret-pw") {
+				t.Fatal("right password rejected")
+			}
+			if ph.Matches("secret-pW") || ph.Matches("") {
+				t.Fatal("wrong password accepted")
+			}
+		})
+	}
+}
+
+func TestParsePasswordHashRejectsGarbage(t *testing.T) {
+	for _, h := range []string{
+		"", "secret-pw", "$1$md5crypt", "$2a$14$short",
+		"$argon2i$v=19$m=47104,t=1,p=1$c2FsdA$a2V5",
+		"$argon2id$v=18$m=47104,t=1,p=1$svKX5PFvaPFbLHO39CAmAg$8QRjM8G9lPmk34JCBPHC1097xwhtfGI4kcsqWF3WOtU",
+		"$argon2id$v=19$m=0,t=1,p=1$svKX5PFvaPFbLHO39CAmAg$8QRjM8G9lPmk34JCBPHC1097xwhtfGI4kcsqWF3WOtU",
+		"$argon2id$v=19$m=99999999,t=1,p=1$svKX5PFvaPFbLHO39CAmAg$8QRjM8G9lPmk34JCBPHC1097xwhtfGI4kcsqWF3WOtU",
+		"$argon2id$v=19$m=47104,t=1,p=1,x=2$svKX5PFvaPFbLHO39CAmAg$8QRjM8G9lPmk34JCBPHC1097xwhtfGI4kcsqWF3WOtU",
+		"$argon2id$v=19$m=47104,t=1,p=1$!!!$8QRjM8G9lPmk34JCBPHC1097xwhtfGI4kcsqWF3WOtU",
+		"$argon2id$v=19$m=47104,t=1,p=1$svKX5PFvaPFbLHO39CAmAg$c2hvcnQ",
+	} {
+		if _, err := ParsePasswordHash(h); err == nil {
+			t.Errorf("accepted %q", h)
+		}
+	}
+	var zero PasswordHash
+	if zero.Matches("") {
+		t.Fatal("an empty hash matches")
+	}
+}
+
+func TestPasswordMethod(t *testing.T) {
+	h, _ := ParsePasswordHash(caddyArgon2id)
+	users := map[string]*User{"alice": {Name: "alice", Hash: h, Roles: []string{"admin"}}}
+	root := NewPassword(users, true)
+	sudo := NewPassword(users, false)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		m      *Password
+		user   string
+		form   url.Values
+		result Result
+		reason string
+	}{
+		{"root accepts", root, "", url.Values{"username": {"alice"}, "password": {"secret-pw"}}, Accepted, ""},
+		{"root trims user name", root, "", url.Values{"username": {" alice "}, "password": {"secret-pw"}}, Accepted, ""},
+		{"root wrong password", root, "", url.Values{"username": {"alice"}, "password": {"nope"}}, Rejected, "bad_credentials"},
+		{"root unknown user", root, "", url.Values{"username": {"mallory"}, "password": {"secret-pw"}}, Rejected, "unknown_user"},
+		{"root missing field", root, "", url.Values{"username": {"alice"}}, Rejected, "missing_or_oversized_field"},
+		{"oversized password", root, "", url.Values{"username": {"alice"}, "password": {strings.Repeat("x", 2000)}}, Rejected, "missing_or_oversized_field"},
+		{"sudo uses the session user", sudo, "alice", url.Values{"username": {"mallory"}, "password": {"secret-pw"}}, Accepted, ""},
+		{"sudo wrong password", sudo, "alice", url.Values{"password": {"nope"}}, Rejected, "bad_credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := tt.m.Verify(ctx, &Attempt{User: tt.user, Form: tt.form})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Result != tt.result || o.Reason != tt.reason {
+				t.Fatalf("result %v reason %q", o.Result, o.Reason)
+			}
+			if o.Result == Accepted && (o.User != "alice" || o.Roles[0] != "admin") {
+				t.Fatalf("identity %q %v", o.User, o.Roles)
+			}
+			if o.Result == Rejected && strings.Contains(o.Message, "mallory") {
+				t.Fatal("message reveals the user name")
+			}
+		})
+	}
+	if root.Prompt("").Fields[0].Name != "username" || len(sudo.Prompt("alice").Fields) != 1 {
+		t.Fatal("prompts")
+	}
+}

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestMemoryStore(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	m := NewMemory(0, clock)
+	defer m.Close()
+	ctx := context.Background()
+
+	val := []byte("v1")
+	if err := m.Set(ctx, "k", val, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	val[0] = 'X' // the store keeps its own copy
+	got, err := m.Get(ctx, "k")
+	if err != nil || string(got) != "v1" {
+		t.Fatalf("Get = %q, %v", got, err)
+	}
+	got[0] = 'Y'
+	if again, _ := m.Get(ctx, "k"); string(again) != "v1" {
+		t.Fatal("Get returned the store's own slice")
+	}
+	advance(time.Minute)
+	if _, err := m.Get(ctx, "k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired key: %v", err)
+	}
+
+	_ = m.Set(ctx, "once", []byte("x"), 0)
+	if v, err := m.Take(ctx, "once"); err != nil || string(v) != "x" {
+		t.Fatalf("Take = %q, %v", v, err)
+	}
+	if _, err := m.Take(ctx, "once"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("Take returned a value twice")
+	}
+
+	for i := 1; i <= 3; i++ {
+		if n, err := m.Incr(ctx, "c", time.Minute); err != nil || n != int64(i) {
+			t.Fatalf("Incr = %d, %v", n, err)
+		}
+		advance(10 * time.Second) // increments do not extend the window
+	}
+	advance(31 * time.Second)
+	if n, _ := m.Incr(ctx, "c", time.Minute); n != 1 {
+		t.Fatalf("window did not restart: %d", n)
+	}
+	_ = m.Set(ctx, "s", []byte("text"), 0)
+	if _, err := m.Incr(ctx, "s", time.Minute); err == nil {
+		t.Fatal("Incr on a non-counter")
+	}
+
+	_ = m.Set(ctx, "gone", []byte("x"), time.Second)
+	_ = m.Delete(ctx, "s")
+	advance(2 * time.Second)
+	before := m.Len()
+	m.Sweep()
+	if m.Len() != before || m.Len() != 1 { // only "c" is left
+		t.Fatalf("Len = %d", m.Len())
+	}
+}
+
+func TestMemoryStoreTakeIsAtomic(t *testing.T) {
+	m := NewMemory(0, nil)
+	ctx := context.Background()
+	_ = m.Set(ctx, "k", []byte("x"), 0)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.Take(ctx, "k"); err == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d takers got the value", wins)
+	}
+}

@@ -155,9 +155,9 @@ type Sessions struct {
 	// applies sets asynchronously, so a copy read before a write can land in
 	// the cache after it. A cached copy older than the id's last change is
 	// never served.
-	changes sync.Map // session id -> change
-	gen     atomic.Uint64
-	stop    chan struct{}
+	changes  sync.Map // session id -> change
+	gen      atomic.Uint64
+	stop     chan struct{}
 	stopOnce sync.Once
 }
 

@@ -1,6 +1,8 @@
 package stepup
 
 import (
+	"sync"
+
 	"go.uber.org/zap"
 )
 
@@ -32,7 +34,7 @@ type Record struct {
 	Reason    string
 	RequestID string
 	Session   string // the session's stable owner handle, never the cookie id
-	Tiers     []string
+	Tiers     string // held or closed tiers, comma-separated
 }
 
 // Audit writes the audit trail to a zap logger.
@@ -46,29 +48,36 @@ func NewAudit(l *zap.Logger) *Audit {
 	return &Audit{log: l}
 }
 
+// fieldPool recycles field slices: an audit record per sensitive request is
+// on the hot path.
+var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 12); return &s }}
+
+// Enabled reports whether records are written at all, so callers can skip
+// building them.
+func (a *Audit) Enabled() bool { return a != nil && a.log.Core().Enabled(zap.InfoLevel) }
+
 // Log writes one record.
 func (a *Audit) Log(rec Record) {
 	if a == nil {
 		return
 	}
-	fields := make([]zap.Field, 0, 12)
-	add := func(k, v string) {
-		if v != "" {
-			fields = append(fields, zap.String(k, v))
+	ce := a.log.Check(zap.InfoLevel, rec.Event)
+	if ce == nil {
+		return
+	}
+	fp := fieldPool.Get().(*[]zap.Field)
+	fields := (*fp)[:0]
+	for _, f := range [...]struct{ k, v string }{
+		{"user", rec.User}, {"tier", rec.Tier}, {"set", rec.Set}, {"method", rec.Method},
+		{"path", rec.Path}, {"client_ip", rec.ClientIP}, {"result", rec.Result}, {"reason", rec.Reason},
+		{"request_id", rec.RequestID}, {"session", rec.Session}, {"tiers", rec.Tiers},
+	} {
+		if f.v != "" {
+			fields = append(fields, zap.String(f.k, f.v))
 		}
 	}
-	add("user", rec.User)
-	add("tier", rec.Tier)
-	add("set", rec.Set)
-	add("method", rec.Method)
-	add("path", rec.Path)
-	add("client_ip", rec.ClientIP)
-	add("result", rec.Result)
-	add("reason", rec.Reason)
-	add("request_id", rec.RequestID)
-	add("session", rec.Session)
-	if len(rec.Tiers) > 0 {
-		fields = append(fields, zap.Strings("tiers", rec.Tiers))
-	}
-	a.log.Info(rec.Event, fields...)
+	ce.Write(fields...)
+	clear(fields)
+	*fp = fields[:0]
+	fieldPool.Put(fp)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/tiers"
@@ -164,7 +165,7 @@ func (e *Engine) applyExternal(w http.ResponseWriter, r *http.Request, s *Sessio
 	if s != nil && s.User != "" && (!ok || s.User != user) && (s.External || ok) {
 		// Whoever is behind this cookie is not who the route says: nothing
 		// the session holds may carry over.
-		e.Log(r, s, Record{Event: EventIdentityChange, Result: "session_ended", Reason: "external identity changed", Tiers: s.Stack.Names()})
+		e.Log(r, s, Record{Event: EventIdentityChange, Result: "session_ended", Reason: "external identity changed", Tiers: strings.Join(s.Stack.Names(), ",")})
 		e.Sessions.End(w, r, s)
 		s = nil
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/tiers"
@@ -219,6 +220,20 @@ func (p *Policy) check(ev *Evaluation, stack tiers.Stack, set, tier string, maxA
 		eff = 0
 	}
 	return &Missing{Set: set, Tier: tier, ACR: t.ACR, MaxAge: eff, PerRequest: perRequest, Risk: risk}
+}
+
+// MatchedNames names the sets of a decision's bit set, comma-separated,
+// without allocating in the common case of a single set.
+func (p *Policy) MatchedNames(bits uint64) string {
+	if bits&(bits-1) == 0 {
+		for i := range p.Sets {
+			if bits == 1<<uint(i) {
+				return p.Sets[i].Name
+			}
+		}
+		return ""
+	}
+	return strings.Join(p.MatchedSets(bits), ",")
 }
 
 // MatchedSets names the sets of a decision's bit set.

@@ -47,13 +47,44 @@ type Session struct {
 	ephemeral bool
 	// vars caches the placeholder values derived from the session.
 	varsOnce sync.Once
-	vars     Vars
+	vars     *Vars
 }
 
-// Vars are the placeholder values of a session, boxed once so that setting
-// them on every request does not allocate.
+// Placeholder names published for requests that pass.
+const (
+	VarUser  = "http.stepup.user"
+	VarTier  = "http.stepup.tier"
+	VarTiers = "http.stepup.tiers"
+	VarRoles = "http.stepup.roles"
+)
+
+// Vars are the placeholder values of a session, computed once per cached
+// session so that publishing them on every request does not allocate.
 type Vars struct {
-	User, Tier, Tiers, Roles any
+	User, Tier, Tiers, Roles string
+	// Lookup resolves the placeholder names above (the shape of Caddy's
+	// replacer functions).
+	Lookup func(key string) (any, bool)
+}
+
+// NewVars returns the placeholder values with their lookup function.
+func NewVars(user, tier, tiers, roles string) *Vars {
+	v := &Vars{User: user, Tier: tier, Tiers: tiers, Roles: roles}
+	boxed := [4]any{user, tier, tiers, roles}
+	v.Lookup = func(key string) (any, bool) {
+		switch key {
+		case VarUser:
+			return boxed[0], true
+		case VarTier:
+			return boxed[1], true
+		case VarTiers:
+			return boxed[2], true
+		case VarRoles:
+			return boxed[3], true
+		}
+		return nil, false
+	}
+	return v
 }
 
 // Clone returns a deep copy that may be changed and committed.
@@ -82,14 +113,9 @@ func (s *Session) HasRole(role string) bool {
 
 // PlaceholderValues returns the values of the http.stepup.* placeholders,
 // computed once per cached session so the hot path does not allocate them.
-func (s *Session) PlaceholderValues(h *tiers.Hierarchy) Vars {
+func (s *Session) PlaceholderValues(h *tiers.Hierarchy) *Vars {
 	s.varsOnce.Do(func() {
-		s.vars = Vars{
-			User:  s.User,
-			Tier:  s.Stack.Highest(h),
-			Tiers: strings.Join(s.Stack.Names(), ","),
-			Roles: strings.Join(s.Roles, ","),
-		}
+		s.vars = NewVars(s.User, s.Stack.Highest(h), strings.Join(s.Stack.Names(), ","), strings.Join(s.Roles, ","))
 	})
 	return s.vars
 }
@@ -148,8 +174,9 @@ type Sessions struct {
 	codec securecookie.Codec
 	now   func() time.Time
 
-	ids      *ristretto.Cache[string, string]   // cookie value -> session id
-	sessions *ristretto.Cache[string, *Session] // session id -> session
+	// sessions caches decoded sessions by cookie value, which saves both
+	// the cookie's decryption and the store on the hot path.
+	sessions *ristretto.Cache[string, *Session]
 	// changes records, per session id, this instance's last write (or the
 	// end of the session). The cache is an optimisation only: ristretto
 	// applies sets asynchronously, so a copy read before a write can land in
@@ -173,12 +200,6 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	codec.MaxLength(1024)
 	m := &Sessions{cfg: cfg, store: st, codec: codec, now: now, stop: make(chan struct{})}
 	var err error
-	m.ids, err = ristretto.NewCache(&ristretto.Config[string, string]{
-		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
-	})
-	if err != nil {
-		return nil, err
-	}
 	m.sessions, err = ristretto.NewCache(&ristretto.Config[string, *Session]{
 		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
 	})
@@ -193,7 +214,6 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 func (m *Sessions) Close() {
 	m.stopOnce.Do(func() {
 		close(m.stop)
-		m.ids.Close()
 		m.sessions.Close()
 	})
 }
@@ -226,33 +246,32 @@ func (m *Sessions) Load(r *http.Request) *Session {
 	if value == "" {
 		return nil
 	}
-	id, ok := m.ids.Get(value)
+	s, ok := m.sessions.Get(value)
+	if ok {
+		if c, changed := m.changes.Load(s.ID); changed {
+			if c.(change).ended {
+				return nil
+			}
+			ok = s.gen >= c.(change).gen // else a copy from before this instance's last write
+		}
+	}
 	if !ok {
 		var raw []byte
 		if err := m.codec.Decode(m.CookieName(r), value, &raw); err != nil || len(raw) == 0 {
 			return nil
 		}
-		id = string(raw)
-		m.ids.SetWithTTL(value, id, 1, m.cfg.CacheTTL)
-	}
-	s, ok := m.sessions.Get(id)
-	if c, changed := m.changes.Load(id); changed {
-		if c.(change).ended {
+		id := string(raw)
+		if c, changed := m.changes.Load(id); changed && c.(change).ended {
 			return nil
 		}
-		if ok && s.gen < c.(change).gen {
-			ok = false // a copy from before this instance's last write
-		}
-	}
-	if !ok {
-		s = m.fetch(r.Context(), id)
-		if s == nil {
+		if s = m.fetch(r.Context(), id); s == nil {
 			return nil
 		}
+		m.sessions.SetWithTTL(value, s, 1, m.cfg.CacheTTL)
 	}
 	now := m.now()
 	if now.Sub(s.Seen) >= m.cfg.IdleTimeout || now.Sub(s.Created) >= m.cfg.Lifetime {
-		m.forget(r.Context(), id)
+		m.forget(r.Context(), s.ID)
 		return nil
 	}
 	if now.Sub(s.Seen) >= touchInterval {
@@ -275,7 +294,6 @@ func (m *Sessions) fetch(ctx context.Context, id string) *Session {
 		return nil
 	}
 	s.ID, s.gen = id, gen
-	m.sessions.SetWithTTL(id, s, 1, m.cfg.CacheTTL)
 	return s
 }
 
@@ -295,16 +313,14 @@ func (m *Sessions) put(ctx context.Context, s *Session) error {
 		return fmt.Errorf("saving session: %w", err)
 	}
 	// Invalidate rather than update (ristretto may drop or reorder an
-	// update); the next read fills the cache from the store.
+	// update): cached copies older than this write are refetched.
 	m.changes.Store(s.ID, change{gen: m.gen.Add(1), at: time.Now()})
-	m.sessions.Del(s.ID)
 	return nil
 }
 
 // forget ends a session id everywhere this instance can see it.
 func (m *Sessions) forget(ctx context.Context, id string) {
 	m.changes.Store(id, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
-	m.sessions.Del(id)
 	_ = m.store.Delete(ctx, keySession+id)
 }
 
@@ -312,7 +328,6 @@ func (m *Sessions) forget(ctx context.Context, id string) {
 // store that reports changes made by other instances.
 func (m *Sessions) Invalidate(id string) {
 	m.changes.Store(id, change{gen: m.gen.Add(1), at: time.Now()})
-	m.sessions.Del(id)
 }
 
 // forgetChanges drops the change marks once no cached copy can predate them

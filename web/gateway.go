@@ -22,24 +22,17 @@ type Next interface {
 	ServeHTTP(http.ResponseWriter, *http.Request) error
 }
 
-// Placeholder names set on requests that pass.
-const (
-	VarUser  = "http.stepup.user"
-	VarTier  = "http.stepup.tier"
-	VarTiers = "http.stepup.tiers"
-	VarRoles = "http.stepup.roles"
-)
-
 // anonymousVars are the placeholder values of a request without a session:
 // empty, never left unexpanded.
-var anonymousVars = stepup.Vars{User: "", Tier: "", Tiers: "", Roles: ""}
+var anonymousVars = stepup.NewVars("", "", "", "")
 
 // Gateway enforces one site's policy with the shared engine.
 type Gateway struct {
 	Engine *stepup.Engine
 	Policy *stepup.Policy
-	// SetVar sets a placeholder on the request (Caddy's replacer).
-	SetVar func(r *http.Request, name string, value any)
+	// SetVars publishes the placeholder values (stepup.VarUser, ...) of a request
+	// that passes (to Caddy's replacer).
+	SetVars func(r *http.Request, v *stepup.Vars)
 }
 
 // HTTPError carries a status for the caller's error handling (Caddy's
@@ -89,22 +82,15 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	if d.UsedFreshStepUp && ev.Session != nil {
 		e.UseGrant(r.Context(), ev.Session.Owner, r)
 	}
-	if d.Matched != 0 {
-		rec := stepup.Record{Event: stepup.EventAllowed, Set: strings.Join(g.Policy.MatchedSets(d.Matched), ","), Result: "allowed"}
-		if ev.Session != nil {
-			rec.Tiers = ev.Session.Stack.Names()
-		}
-		e.Log(r, ev.Session, rec)
+	v := anonymousVars
+	if s := ev.Session; s != nil {
+		v = s.PlaceholderValues(e.Hierarchy)
 	}
-	if g.SetVar != nil {
-		v := anonymousVars
-		if s := ev.Session; s != nil {
-			v = s.PlaceholderValues(e.Hierarchy)
-		}
-		g.SetVar(r, VarUser, v.User)
-		g.SetVar(r, VarTier, v.Tier)
-		g.SetVar(r, VarTiers, v.Tiers)
-		g.SetVar(r, VarRoles, v.Roles)
+	if d.Matched != 0 && e.Audit.Enabled() {
+		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventAllowed, Set: g.Policy.MatchedNames(d.Matched), Result: "allowed", Tiers: v.Tiers})
+	}
+	if g.SetVars != nil {
+		g.SetVars(r, v)
 	}
 	return next.ServeHTTP(w, r)
 }

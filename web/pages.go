@@ -360,7 +360,7 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		rec.Tiers = next.Stack.Names()
+		rec.Tiers = strings.Join(next.Stack.Names(), ",")
 		e.Log(r, next, rec)
 		if p.pending != "" && tier == p.target {
 			lvl, _ := next.Stack.Level(tier)
@@ -429,7 +429,7 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	e.Log(r, s, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Tiers: closed})
+	e.Log(r, s, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Tiers: strings.Join(closed, ",")})
 	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 	return nil
 }

@@ -1,0 +1,137 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/tiers"
+)
+
+// noopNext is the rest of the chain: the baseline costs nothing but the call.
+type noopNext struct{}
+
+func (noopNext) ServeHTTP(w http.ResponseWriter, _ *http.Request) error { return nil }
+
+// benchHandler provisions the real handler (inline configuration, real Caddy
+// path matchers) with an audit logger that encodes JSON to io.Discard, so the
+// cost of auditing is measured too.
+func benchHandler(b *testing.B) (*Handler, func()) {
+	b.Helper()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	raw := `{
+		"secret": "` + testSecret + `",
+		"users": {"alice": {"password": "` + string(hash) + `", "roles": ["admin"]}},
+		"tiers": [
+			{"name": "login", "method": {"type": "password"}, "max_age": 28800000000000},
+			{"name": "sudo", "base": "login", "method": {"type": "password"}, "max_age": 300000000000}
+		],
+		"transactions": [
+			{"name": "reports", "match": [{"path": ["/reports/*"]}], "tier": "login"},
+			{"name": "admin", "match": [{"path": ["/admin/*"], "method": ["POST"]}], "tier": "sudo"}
+		]
+	}`
+	var h Handler
+	if err := json.Unmarshal([]byte(raw), &h); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	h.gateway.Engine.Audit = stepup.NewAudit(zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zap.InfoLevel)).Named(stepup.AuditLoggerName))
+	return &h, func() { _ = h.Cleanup(); cancel() }
+}
+
+// sessionCookie stores a session holding login and returns its cookie.
+func sessionCookie(b *testing.B, h *Handler) *http.Cookie {
+	e := h.gateway.Engine
+	s := e.Sessions.New()
+	s.User, s.Roles = "alice", []string{"admin"}
+	s.Stack = tiers.Stack{{Tier: "login", Method: "password", Credential: "alice", At: time.Now()}}
+	w := httptest.NewRecorder()
+	if err := e.Sessions.Commit(w, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		b.Fatal(err)
+	}
+	return w.Result().Cookies()[0]
+}
+
+// caddyRequest prepares a request as Caddy's server does: a replacer and
+// the vars map in its context.
+func caddyRequest(method, target string, c *http.Cookie) *http.Request {
+	r := httptest.NewRequest(method, target, nil)
+	if c != nil {
+		r.AddCookie(c)
+	}
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "127.0.0.1"})
+	return r.WithContext(ctx)
+}
+
+// BenchmarkHotPath measures what the handler adds to a request that passes:
+// compare each case with "baseline" (calling next directly).
+func BenchmarkHotPath(b *testing.B) {
+	h, done := benchHandler(b)
+	defer done()
+	cookie := sessionCookie(b, h)
+	// The same handler with the audit log's level above info: what the
+	// decision costs without writing its record.
+	quiet := *h
+	gw := *h.gateway
+	eng := *gw.Engine
+	eng.Audit = stepup.NewAudit(zap.NewNop())
+	gw.Engine = &eng
+	quiet.gateway = &gw
+	w := httptest.NewRecorder()
+	cases := []struct {
+		name string
+		r    *http.Request
+		call func(*http.Request) error
+	}{
+		{"baseline", caddyRequest("GET", "/reports/q1", cookie), func(r *http.Request) error { return noopNext{}.ServeHTTP(w, r) }},
+		{"no_set_anonymous", caddyRequest("GET", "/index.html", nil), nil},
+		{"no_set_with_session", caddyRequest("GET", "/index.html", cookie), nil},
+		{"set_matched_tier_held", caddyRequest("GET", "/reports/q1", cookie), nil},
+		{"set_matched_tier_held_audit_off", caddyRequest("GET", "/reports/q1", cookie), func(r *http.Request) error { return quiet.ServeHTTP(w, r, noopNext{}) }},
+	}
+	for _, c := range cases {
+		call := c.call
+		if call == nil {
+			call = func(r *http.Request) error { return h.ServeHTTP(w, r, noopNext{}) }
+		}
+		// Warm the caches, and check the case passes rather than measuring
+		// a redirect.
+		for i := 0; i < 3; i++ {
+			rec := httptest.NewRecorder()
+			if err := h.ServeHTTP(rec, c.r, noopNext{}); err != nil || rec.Code != 200 {
+				b.Fatalf("%s: %v %d", c.name, err, rec.Code)
+			}
+			time.Sleep(10 * time.Millisecond) // let ristretto admit the entries
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			base := c.r.Context()
+			for i := 0; i < b.N; i++ {
+				// Every request has its own replacer, as in Caddy's server;
+				// the baseline pays for it too.
+				r := c.r.WithContext(context.WithValue(base, caddy.ReplacerCtxKey, caddy.NewReplacer()))
+				if err := call(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,71 @@
+# caddy-stepup. `make run` starts the demo, `make test` runs every test
+# (installing what the tests need first), `make bench` the benchmarks.
+
+GO       ?= go
+BIN      := bin
+# A local --with replacement must not be looked up in the module proxy: keep
+# the configured proxy but never fall through to a direct fetch.
+PROXY    := $(shell $(GO) env GOPROXY | cut -d, -f1)|off
+APT_PKGS := wrk
+
+export GOTOOLCHAIN ?= local
+
+.PHONY: all run test deps vet unit xcaddy-smoke build bench load fuzz clean
+
+all: test
+
+run:
+	$(GO) run ./cmd/caddy run --config Caddyfile.example
+
+# Installs Debian packages the tests need when missing (a missing one fails
+# under CI=true), and the Go modules.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing ) \
+		|| { echo "could not install:$$missing" >&2; exit 1; }; \
+	fi
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+test: deps vet unit xcaddy-smoke
+
+# Build with xcaddy from the manifest, as a plugin user would.
+build:
+	@mkdir -p $(BIN)
+	GOPROXY='$(PROXY)' $(GO) tool xcaddy build $$($(GO) run ./internal/tools/xcaddyargs xcaddy.json) --output $(BIN)/caddy
+
+xcaddy-smoke: build
+	@$(BIN)/caddy list-modules > $(BIN)/modules.txt
+	@for m in stepup http.handlers.stepup; do \
+		grep -qx "$$m" $(BIN)/modules.txt || { echo "xcaddy build lacks module $$m" >&2; exit 1; }; \
+	done
+	$(BIN)/caddy validate --config testdata/xcaddy-smoke.Caddyfile --adapter caddyfile >/dev/null 2>$(BIN)/validate.log \
+		|| { cat $(BIN)/validate.log >&2; exit 1; }
+	@echo "xcaddy build: modules stepup and http.handlers.stepup present, testdata/xcaddy-smoke.Caddyfile valid"
+
+# Go benchmarks of the hot path and session memory, then a load run.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./caddymodule ./stepup
+	$(MAKE) --no-print-directory load
+
+# wrk against plain reverse_proxy and against stepup + reverse_proxy, in the
+# same run, on loopback.
+load: deps
+	$(GO) run ./internal/tools/loadcompare
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzSafeReturn -fuzztime 20s ./stepup
+	$(GO) test -run '^$$' -fuzz FuzzSessionCookie -fuzztime 20s ./stepup
+
+clean:
+	rm -rf $(BIN)

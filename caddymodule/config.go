@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,6 +189,9 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	repl := caddy.NewReplacer()
 	if len(c.Tiers) == 0 {
 		return nil, errors.New("no tiers configured")
+	}
+	if p := c.Prefix; p != "" && (!strings.HasPrefix(p, "/") || p == "/" || strings.HasSuffix(p, "/") || strings.ContainsAny(p, "?#%\\") || strings.Contains(p, "..")) {
+		return nil, fmt.Errorf("prefix %q: want a path such as /_stepup (leading slash, no trailing slash)", p)
 	}
 	users := make(map[string]*stepup.User, len(c.Users))
 	names := make([]string, 0, len(c.Users))

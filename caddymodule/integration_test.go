@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -642,6 +644,7 @@ func TestConfigErrorsNameTheirCause(t *testing.T) {
 		{"unknown subdirective names line", base, "stepup {\nbogus 1\n}\nrespond ok", `unknown subdirective "bogus"`},
 		{"bad hash", "secret \"" + testSecret + "\"\nuser alice nothash\n" + tier("login", "method password\nmax_age 1h"), "", `user "alice": unsupported password hash`},
 		{"short secret", "secret short\nuser alice \"" + hashFor(t, "x") + "\"\n" + tier("login", "method password\nmax_age 1h"), "", "secret: must be at least 32 bytes"},
+		{"bad prefix", base + "prefix stepup/", "", `prefix "stepup/": want a path`},
 		{"duplicate set", base, "stepup {\ntransaction t {\nmatch {\npath /x\n}\ntier login\n}\ntransaction t {\nmatch {\npath /y\n}\ntier login\n}\n}\nrespond ok", `transaction set "t": defined more than once`},
 	}
 	for _, tt := range tests {
@@ -719,5 +722,84 @@ func TestJSONConfigIsEquivalent(t *testing.T) {
 	}
 	if r := s.browser().get("/reports/x"); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("JSON config: %d", r.StatusCode)
+	}
+}
+
+func TestCustomPrefix(t *testing.T) {
+	g := strings.Replace(global(t), "stepup {", "stepup {\n\t\tprefix /auth", 1)
+	s := startCaddy(t, g, site)
+	b := s.browser()
+	r := b.get("/reports/x")
+	if loc := b.location(r); !strings.HasPrefix(loc, "/auth/challenge?") {
+		t.Fatalf("challenge not under the prefix: %s", loc)
+	}
+	if r := b.get("/_stepup/"); r.StatusCode != 200 || !strings.HasPrefix(r.body, "ok ") {
+		t.Fatalf("the default prefix is still served by the module: %d %q", r.StatusCode, r.body)
+	}
+	page := b.get(b.location(r))
+	if !strings.Contains(page.body, `action="/auth/verify/login"`) || !strings.Contains(page.body, `href="/auth/assets/style.css"`) {
+		t.Fatalf("page links outside the prefix: %s", page.body)
+	}
+	if css := b.get("/auth/assets/style.css"); css.StatusCode != 200 || !strings.HasPrefix(css.Header.Get("Content-Type"), "text/css") {
+		t.Fatalf("stylesheet: %d %s", css.StatusCode, css.Header.Get("Content-Type"))
+	}
+}
+
+func TestHTTPSCookiesUseTheHostPrefix(t *testing.T) {
+	s := startCaddy(t, global(t), site)
+	httpsPort := freePort(t)
+	raw := strings.NewReplacer("{DIR}", s.dir, "{HTTPS}", fmt.Sprint(httpsPort), "{HTTP}", fmt.Sprint(freePort(t))).Replace(`{
+	admin off
+	default_bind 127.0.0.1
+	storage file_system {DIR}/storage
+	skip_install_trust
+	http_port {HTTP}
+	https_port {HTTPS}
+` + global(t) + `
+}
+https://localhost:{HTTPS} {
+	tls internal
+` + site + `
+}
+`)
+	cfg, _, err := adaptCaddyfile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loadJSON(cfg); err != nil {
+		t.Fatal(err)
+	}
+	b := s.browser()
+	b.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the internal CA is not trusted here
+	base := fmt.Sprintf("https://localhost:%d", httpsPort)
+	// The internal CA issues the site's certificate in the background.
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		resp, err := b.client.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HTTPS site never came up: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	page := b.get(base + "/_stepup/challenge?tier=login")
+	if page.StatusCode != 200 {
+		t.Fatalf("challenge over HTTPS: %d", page.StatusCode)
+	}
+	form := hidden(page.body)
+	form.Set("username", "alice")
+	form.Set("password", "alice-pw")
+	r := b.post(base+"/_stepup/verify/login", form)
+	set := strings.Join(r.Header.Values("Set-Cookie"), "\n")
+	if !strings.Contains(set, "__Host-stepup_session=") || !strings.Contains(set, "Secure") || !strings.Contains(set, "Path=/") || strings.Contains(set, "Domain=") {
+		t.Fatalf("HTTPS session cookie: %s", set)
+	}
+	if csrf := strings.Join(page.Header.Values("Set-Cookie"), "\n"); !strings.Contains(csrf, "__Host-stepup_csrf=") || !strings.Contains(csrf, "Secure") {
+		t.Fatalf("HTTPS CSRF cookie: %s", csrf)
+	}
+	if r := b.get(base + "/reports/x"); r.StatusCode != 200 || !strings.Contains(r.body, "user=alice") {
+		t.Fatalf("signed in over HTTPS: %d %q", r.StatusCode, r.body)
 	}
 }

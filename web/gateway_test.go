@@ -1,0 +1,58 @@
+package web
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+func TestIsAPI(t *testing.T) {
+	tests := []struct {
+		accept, xrw string
+		api         bool
+	}{
+		{"text/html,application/xhtml+xml,*/*;q=0.8", "", false},
+		{"application/json", "", true},
+		{"*/*", "", true}, // curl and most API clients
+		{"", "", true},
+		{"text/html", "XMLHttpRequest", true},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Accept", tt.accept)
+		if tt.xrw != "" {
+			r.Header.Set("X-Requested-With", tt.xrw)
+		}
+		if got := isAPI(r); got != tt.api {
+			t.Errorf("Accept %q X-Requested-With %q: isAPI = %v", tt.accept, tt.xrw, got)
+		}
+	}
+}
+
+func TestStripStepupHeaders(t *testing.T) {
+	h := http.Header{}
+	h.Set("X-Stepup-User", "mallory")
+	h["x-stepup-tiers"] = []string{"key"} // not canonicalised by the client
+	h.Set("X-Stepupish", "kept")
+	h.Set("Accept", "kept")
+	stripStepupHeaders(h)
+	if len(h) != 2 || h.Get("X-Stepupish") == "" || h.Get("Accept") == "" {
+		t.Fatalf("headers after stripping: %v", h)
+	}
+}
+
+func TestReturnForUsesSameOriginReferer(t *testing.T) {
+	tests := []struct{ referer, want string }{
+		{"http://app.example/admin/list?page=2", "/admin/list?page=2"},
+		{"https://evil.example/admin/", "/"},
+		{"http://app.example/_stepup/challenge", "/"},
+		{"", "/"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodPost, "http://app.example/admin/users", nil)
+		r.Header.Set("Referer", tt.referer)
+		if got := returnFor(r, "/_stepup"); got != tt.want {
+			t.Errorf("Referer %q: %q, want %q", tt.referer, got, tt.want)
+		}
+	}
+}

@@ -324,12 +324,6 @@ func (m *Sessions) forget(ctx context.Context, id string) {
 	_ = m.store.Delete(ctx, keySession+id)
 }
 
-// Invalidate makes this instance re-read a session id from the store, for a
-// store that reports changes made by other instances.
-func (m *Sessions) Invalidate(id string) {
-	m.changes.Store(id, change{gen: m.gen.Add(1), at: time.Now()})
-}
-
 // forgetChanges drops the change marks once no cached copy can predate them
 // (a cached copy lives at most CacheTTL after it was read).
 func (m *Sessions) forgetChanges() {
@@ -389,9 +383,6 @@ func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) {
 	}
 	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), "", m.options(r, -1)))
 }
-
-// Revoke ends a session by id (admin API, cross-instance logoff).
-func (m *Sessions) Revoke(ctx context.Context, id string) { m.forget(ctx, id) }
 
 // cookieValue finds a cookie's value without allocating, unlike
 // r.Cookie, which parses every cookie of the request.

@@ -140,3 +140,10 @@ type Enroller interface {
 	// SelfEnroll reports whether users may enrol while holding the base tier.
 	SelfEnroll() bool
 }
+
+// OwnLockout is implemented by methods that limit wrong answers per user
+// themselves (TOTP's growing lockout); the engine then applies only its
+// per-client limit to them.
+type OwnLockout interface {
+	OwnLockout() bool
+}

@@ -22,6 +22,9 @@ type Store interface {
 	Take(ctx context.Context, key string) ([]byte, error)
 	// Incr increments a counter that expires ttl after it was created.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+	// SetIfAbsent stores val under key for ttl only if key does not exist,
+	// atomically, and reports whether it did (one-time claims).
+	SetIfAbsent(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
 }
 
 // ErrNotFound is the store's answer for a missing or expired key.

@@ -328,6 +328,9 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if m.Identifies() {
 		limitUser = strings.TrimSpace(form.Get("username"))
 	}
+	if ol, ok := m.(stepup.OwnLockout); ok && ol.OwnLockout() {
+		limitUser = "" // the method locks the user out itself; count the client only
+	}
 	ip := e.ClientIP(r)
 	if e.Limiter.Blocked(r.Context(), tier, limitUser, ip) {
 		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, User: limitUser, Tier: tier, Result: "refused", Reason: "too_many_failures"})

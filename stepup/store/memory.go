@@ -112,6 +112,20 @@ func (m *Memory) Take(_ context.Context, key string) ([]byte, error) {
 	return e.val, nil
 }
 
+// SetIfAbsent stores a copy of val under key for ttl unless a live value is
+// there; it reports whether it stored.
+func (m *Memory) SetIfAbsent(_ context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
+	s := m.shard(key)
+	now := m.now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok && e.live(now) {
+		return false, nil
+	}
+	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	return true, nil
+}
+
 // Incr adds one to the counter under key and returns the new value. A new
 // counter expires ttl after its creation (a fixed window); incrementing does
 // not extend it.

@@ -58,13 +58,27 @@ func TestMemoryStore(t *testing.T) {
 		t.Fatal("Incr on a non-counter")
 	}
 
+	if ok, _ := m.SetIfAbsent(ctx, "claim", []byte("1"), time.Minute); !ok {
+		t.Fatal("first claim refused")
+	}
+	if ok, _ := m.SetIfAbsent(ctx, "claim", []byte("2"), time.Minute); ok {
+		t.Fatal("second claim accepted")
+	}
+	advance(time.Minute)
+	if ok, _ := m.SetIfAbsent(ctx, "claim", []byte("3"), time.Second); !ok {
+		t.Fatal("claim on an expired key refused")
+	}
 	_ = m.Set(ctx, "gone", []byte("x"), time.Second)
 	_ = m.Delete(ctx, "s")
 	advance(2 * time.Second)
-	before := m.Len()
+	_ = m.Set(ctx, "kept", []byte("x"), time.Hour)
 	m.Sweep()
-	if m.Len() != before || m.Len() != 1 { // only "c" is left
-		t.Fatalf("Len = %d", m.Len())
+	raw := 0
+	for i := range m.shards {
+		raw += len(m.shards[i].m)
+	}
+	if m.Len() != 1 || raw != 1 { // only "kept": the sweep removed the expired entries
+		t.Fatalf("Len = %d, entries = %d", m.Len(), raw)
 	}
 }
 

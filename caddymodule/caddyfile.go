@@ -33,10 +33,20 @@ func init() {
 //			}
 //			tier <name> {
 //				base    <tier>
-//				method  password|external [{
+//				method  password
+//				method  external {
 //					user  <placeholder>
 //					roles <placeholder>
-//				}]
+//				}
+//				method  totp {
+//					enroll    self
+//					digits    6|7|8
+//					period    <duration>
+//					algorithm SHA1|SHA256|SHA512
+//					skew      <steps>
+//					issuer    <name>
+//					lockout   <failures> <duration> [<max>]
+//				}
 //				max_age <duration>
 //				acr     <name>
 //			}
@@ -431,8 +441,68 @@ func unmarshalMethod(d *caddyfile.Dispenser, t *TierConfig) error {
 			}
 			return nil
 		})
+	case "totp":
+		seen := map[string]bool{}
+		return block(d, func(sub string) error {
+			if err := once(d, seen, sub); err != nil {
+				return err
+			}
+			switch sub {
+			case "enroll":
+				if !d.AllArgs(&m.Enroll) {
+					return d.ArgErr()
+				}
+				if m.Enroll != "self" {
+					return d.Errf("tier %q: enroll: want \"self\"", t.Name)
+				}
+			case "digits":
+				return intInto(d, &m.Digits)
+			case "period":
+				return durationInto(d, &m.Period)
+			case "algorithm":
+				if !d.AllArgs(&m.Algorithm) {
+					return d.ArgErr()
+				}
+			case "skew":
+				var s string
+				if !d.AllArgs(&s) {
+					return d.ArgErr()
+				}
+				n, err := strconv.Atoi(s)
+				if err != nil || n < 0 {
+					return d.Errf("tier %q: skew: want a number of steps (0 or more)", t.Name)
+				}
+				m.Skew = &n
+			case "issuer":
+				if !d.AllArgs(&m.Issuer) {
+					return d.ArgErr()
+				}
+			case "lockout":
+				args := d.RemainingArgs()
+				if len(args) < 2 || len(args) > 3 {
+					return d.Errf("tier %q: lockout <failures> <duration> [<max>]", t.Name)
+				}
+				l := &LockoutConfig{}
+				n, err := strconv.Atoi(args[0])
+				if err != nil || n <= 0 {
+					return d.Errf("tier %q: lockout: %q is not a positive number of failures", t.Name, args[0])
+				}
+				l.Failures = n
+				for i, dst := range []*caddy.Duration{&l.Duration, &l.Max}[:len(args)-1] {
+					v, err := caddy.ParseDuration(args[i+1])
+					if err != nil || v <= 0 {
+						return d.Errf("tier %q: lockout: %q is not a positive duration", t.Name, args[i+1])
+					}
+					*dst = caddy.Duration(v)
+				}
+				m.Lockout = l
+			default:
+				return d.Errf("tier %q: method totp has no option %q", t.Name, sub)
+			}
+			return nil
+		})
 	}
-	return d.Errf("tier %q: unknown method %q (available: password, external)", t.Name, m.Type)
+	return d.Errf("tier %q: unknown method %q (available: password, external, totp)", t.Name, m.Type)
 }
 
 // block runs f for every subdirective of the current block.

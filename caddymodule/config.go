@@ -15,9 +15,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/store"
+	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
 )
 
@@ -93,9 +95,28 @@ type TierConfig struct {
 // MethodConfig selects and configures a tier's method.
 type MethodConfig struct {
 	// Type: "password" (the module's own users; at a root tier a sign-in,
-	// above it a password confirmation) or "external" (identity set earlier
-	// in the route).
+	// above it a password confirmation), "external" (identity set earlier
+	// in the route) or "totp" (a security code from an authenticator app).
 	Type string `json:"type"`
+	// Enroll (totp): "self" lets users set up their own credential while
+	// they hold the tier's base tier; empty: credentials are provisioned
+	// by the administrator (a user's totp_secret).
+	Enroll string `json:"enroll,omitempty"`
+	// Digits (totp) of a code: 6 (default), 7 or 8.
+	Digits int `json:"digits,omitempty"`
+	// Period (totp) of a time step. Default: 30s.
+	Period caddy.Duration `json:"period,omitempty"`
+	// Algorithm (totp) of the HMAC: SHA1 (default), SHA256 or SHA512.
+	Algorithm string `json:"algorithm,omitempty"`
+	// Skew (totp) is how many time steps before and after the current one
+	// are accepted. Default: 1.
+	Skew *int `json:"skew,omitempty"`
+	// Issuer (totp) names the service in authenticator apps. Default: the
+	// site's host name.
+	Issuer string `json:"issuer,omitempty"`
+	// Lockout (totp): wrong codes before a user's codes are locked, and for
+	// how long (doubling at each further lock within a day, up to max).
+	Lockout *LockoutConfig `json:"lockout,omitempty"`
 	// User (external) is the placeholder holding the user id, such as
 	// "{http.auth.user.id}" (basic_auth) or "{http.request.header.Remote-User}"
 	// (a header copied by forward_auth). Default: {http.auth.user.id}.
@@ -103,6 +124,16 @@ type MethodConfig struct {
 	// Roles (external) is the placeholder holding the roles, separated by
 	// commas or spaces, such as "{http.request.header.Remote-Groups}".
 	Roles string `json:"roles,omitempty"`
+}
+
+// LockoutConfig bounds wrong codes per user.
+type LockoutConfig struct {
+	// Failures: consecutive wrong codes that lock. Default: 5.
+	Failures int `json:"failures,omitempty"`
+	// Duration of the first lock. Default: 1m.
+	Duration caddy.Duration `json:"duration,omitempty"`
+	// Max is the longest lock. Default: 1h.
+	Max caddy.Duration `json:"max,omitempty"`
 }
 
 // SessionConfig configures sessions.
@@ -211,12 +242,29 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		users[name] = &stepup.User{Name: name, Hash: h, Roles: u.Roles, TOTPSecret: repl.ReplaceKnown(u.TOTPSecret, "")}
 	}
 
+	secret, err := c.secret(ctx, repl)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := stepup.DeriveKeys([]byte(secret))
+	if err != nil {
+		return nil, fmt.Errorf("secret: %v", err)
+	}
+	b := &built{}
+	st, key, err := c.openStore()
+	if err != nil {
+		return nil, err
+	}
+	b.storeKey = key
+	env := methodEnv{users: users, keys: keys, store: st, storage: ctx.Storage}
+
 	defs := make([]tiers.Tier, 0, len(c.Tiers))
 	methods := make(map[string]stepup.Method, len(c.Tiers))
 	for _, t := range c.Tiers {
 		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: t.Method.Type, MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
-		m, err := buildMethod(t, users)
+		m, err := env.build(t)
 		if err != nil {
+			b.release()
 			return nil, err
 		}
 		if _, dup := methods[t.Name]; !dup {
@@ -229,24 +277,10 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	}
 	h, err := tiers.New(defs, previous)
 	if err != nil {
+		b.release()
 		return nil, err
 	}
-
-	secret, err := c.secret(ctx, repl)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := stepup.DeriveKeys([]byte(secret))
-	if err != nil {
-		return nil, fmt.Errorf("secret: %v", err)
-	}
-
-	b := &built{hierarchy: h}
-	st, key, err := c.openStore()
-	if err != nil {
-		return nil, err
-	}
-	b.storeKey = key
+	b.hierarchy = h
 
 	ec := stepup.EngineConfig{
 		Hierarchy: h, Methods: methods, Store: st, Keys: keys, Prefix: c.Prefix,
@@ -271,8 +305,57 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	return b, nil
 }
 
-func buildMethod(t TierConfig, users map[string]*stepup.User) (stepup.Method, error) {
+// methodEnv is what the methods are built from.
+type methodEnv struct {
+	users   map[string]*stepup.User
+	keys    stepup.Keys
+	store   stepup.Store
+	storage func() certmagic.Storage
+}
+
+func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
+	users := env.users
+	mc := t.Method
+	if mc.Type != "totp" && (mc.Enroll != "" || mc.Digits != 0 || mc.Period != 0 || mc.Algorithm != "" || mc.Skew != nil || mc.Issuer != "" || mc.Lockout != nil) {
+		return nil, fmt.Errorf("tier %q: enroll, digits, period, algorithm, skew, issuer and lockout are options of the totp method", t.Name)
+	}
 	switch t.Method.Type {
+	case "totp":
+		if mc.Enroll != "" && mc.Enroll != "self" {
+			return nil, fmt.Errorf("tier %q: enroll must be \"self\" (or absent for administrator-provisioned secrets), not %q", t.Name, mc.Enroll)
+		}
+		opts := totp.Options{Digits: mc.Digits, Period: time.Duration(mc.Period), Algorithm: mc.Algorithm}
+		if mc.Skew != nil {
+			opts.Skew, opts.SkewSet = *mc.Skew, true
+		}
+		provisioned := map[string][]byte{}
+		for name, u := range users {
+			if u.TOTPSecret == "" {
+				continue
+			}
+			s, err := totp.ParseSecret(u.TOTPSecret)
+			if err != nil {
+				return nil, fmt.Errorf("user %q: totp_secret: %v", name, err)
+			}
+			provisioned[name] = s
+		}
+		if mc.Enroll == "" && len(provisioned) == 0 {
+			return nil, fmt.Errorf("tier %q: no user has a totp_secret and enrolment is not self-service (enroll self): nobody could reach this tier", t.Name)
+		}
+		vault, err := totp.NewVault(env.storage(), env.keys.Records)
+		if err != nil {
+			return nil, err
+		}
+		lo := totp.Lockout{}
+		if l := mc.Lockout; l != nil {
+			lo = totp.Lockout{Failures: l.Failures, Duration: time.Duration(l.Duration), Max: time.Duration(l.Max)}
+		}
+		m, err := totp.New(totp.Config{Options: opts, SelfEnroll: mc.Enroll == "self", Issuer: mc.Issuer, Lockout: lo,
+			Provisioned: provisioned, Vault: vault, Store: env.store, Now: func() time.Time { return now() }})
+		if err != nil {
+			return nil, fmt.Errorf("tier %q: method totp: %v", t.Name, err)
+		}
+		return m, nil
 	case "password":
 		if len(users) == 0 {
 			return nil, fmt.Errorf("tier %q: method password needs at least one user", t.Name)
@@ -287,7 +370,7 @@ func buildMethod(t TierConfig, users map[string]*stepup.User) (stepup.Method, er
 	case "":
 		return nil, fmt.Errorf("tier %q: missing method", t.Name)
 	}
-	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external)", t.Name, t.Method.Type)
+	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external, totp)", t.Name, t.Method.Type)
 }
 
 func (c *Config) openStore() (stepup.Store, string, error) {

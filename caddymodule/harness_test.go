@@ -350,3 +350,21 @@ func adaptCaddyfile(src string) ([]byte, []caddyconfig.Warning, error) {
 }
 
 func loadJSON(cfg []byte) error { return caddy.Load(cfg, true) }
+
+// stepUpForm posts the page's hidden fields plus fields to action.
+func (b *browser) stepUpForm(page response, action string, fields url.Values) response {
+	b.t.Helper()
+	form := hidden(page.body)
+	for k, v := range fields {
+		form[k] = v
+	}
+	return b.post(action, form)
+}
+
+// caddyContext is a bare Caddy context for building configurations
+// outside a running server.
+func caddyContext(t *testing.T) caddy.Context {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -19,6 +19,7 @@ const (
 	EventReplay         = "replay"          // a kept request was replayed after step-up
 	EventRateLimited    = "rate_limited"    // an attempt refused by brute-force limits
 	EventIdentityChange = "identity_change" // an external identity changed under a session
+	EventEnroll         = "enroll"          // a credential set-up (TOTP secret, security key)
 )
 
 // Record is one audit entry. It never carries a password, code or secret.

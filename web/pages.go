@@ -24,7 +24,7 @@ var assetFS embed.FS
 var pages = map[string]*template.Template{}
 
 func init() {
-	for _, name := range []string{"step", "status", "message", "confirm"} {
+	for _, name := range []string{"step", "status", "message", "confirm", "enroll_totp"} {
 		pages[name] = template.Must(template.ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
 	}
 }
@@ -65,6 +65,9 @@ type pageData struct {
 	User, Roles string
 	Tiers       []tierRow
 	Roots       []string
+
+	// TOTP enrolment page
+	QRURL, ManualKey, KeyURI, KeyDetails string
 }
 
 type chainStep struct{ Label, State string }
@@ -72,6 +75,8 @@ type chainStep struct{ Label, State string }
 type tierRow struct {
 	Name, Base, Method, Left string
 	Held, CanReach           bool
+	// EnrolURL links to setting up (or replacing) the tier's credential.
+	EnrolURL, EnrolLabel string
 }
 
 func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) error {
@@ -114,6 +119,13 @@ func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) er
 		return g.methodOnly(w, r, http.MethodPost, func() error { return g.verify(w, r, s, strings.TrimPrefix(rest, "/verify/")) })
 	case rest == "/logout":
 		return g.methodOnly(w, r, http.MethodPost, func() error { return g.logout(w, r, s) })
+	case rest == "/enroll/totp":
+		if r.Method == http.MethodPost {
+			return g.enrolTOTP(w, r, s)
+		}
+		return g.methodOnly(w, r, http.MethodGet, func() error { return g.enrolTOTP(w, r, s) })
+	case rest == "/enroll/totp/qr.png":
+		return g.methodOnly(w, r, http.MethodGet, func() error { return g.enrolTOTPQR(w, r, s) })
 	case strings.HasPrefix(rest, "/resume/"):
 		id := strings.TrimPrefix(rest, "/resume/")
 		if r.Method == http.MethodPost {
@@ -225,6 +237,9 @@ func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	}
 	if next == "" {
 		return g.finish(w, r, s, p, kept)
+	}
+	if answered, err := g.needsEnrolment(w, r, s, p, next); answered {
+		return err
 	}
 	return g.renderStep(w, r, s, p, next, errMsg, status, nil)
 }
@@ -447,11 +462,25 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		for _, name := range e.Hierarchy.Names() {
 			t, _ := e.Hierarchy.Get(name)
 			row := tierRow{Name: name, Base: t.Base, Method: t.Method}
-			if s.Stack.Holds(e.Hierarchy, name, now, 0) {
+			held := s.Stack.Holds(e.Hierarchy, name, now, 0)
+			if held {
 				row.Held = true
 				row.Left = s.Stack.Remaining(e.Hierarchy, name, now).Round(time.Second).String()
 			} else {
 				row.CanReach = true
+			}
+			if en, ok := e.Methods[name].(stepup.Enroller); ok {
+				baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
+				enrolled, _ := en.Enrolled(r.Context(), s.User)
+				switch {
+				case held:
+					row.EnrolLabel = "Replace authenticator"
+				case !enrolled && en.SelfEnroll() && baseHeld:
+					row.EnrolLabel = "Set up"
+				}
+				if row.EnrolLabel != "" {
+					row.EnrolURL = e.Prefix + "/enroll/" + e.Methods[name].Name() + "?" + url.Values{"step": {name}}.Encode()
+				}
 			}
 			d.Tiers = append(d.Tiers, row)
 		}

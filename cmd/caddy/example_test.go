@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
 )
 
 // TestExampleCaddyfile runs the README's first command for real: this
@@ -111,10 +113,13 @@ func TestExampleCaddyfile(t *testing.T) {
 	}
 	// The admin form: submitted without sudo, kept, stepped up, replayed.
 	code, page = post("/admin/users", url.Values{"name": {"carol"}, "role": {"editor"}}, "/admin/")
-	if code != 200 || !strings.Contains(page, "Step 2 of 2: sudo") {
-		t.Fatalf("admin POST did not lead to the sudo step: %d %s", code, page)
+	if code != 200 || !strings.Contains(page, "Step 2 of 2: otp (totp)") {
+		t.Fatalf("admin POST did not lead to the security code step: %d %s", code, page)
 	}
-	code, confirm := submit(page, url.Values{"password": {"demo-alice"}})
+	// Alice's secret is the one the README documents.
+	secret, _ := totp.ParseSecret("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
+	opts, _ := totp.Options{}.WithDefaults()
+	code, confirm := submit(page, url.Values{"code": {opts.Code(secret, opts.Step(time.Now()))}})
 	if code != 200 || !strings.Contains(confirm, "POST /admin/users") {
 		t.Fatalf("confirmation: %d %s", code, confirm)
 	}
@@ -122,7 +127,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "User <strong>carol</strong> created with role <strong>editor</strong>") {
 		t.Fatalf("replayed form: %d %s", code, body)
 	}
-	if code, body := get("/_stepup/"); code != 200 || !strings.Contains(body, "Log off at sudo") {
+	if code, body := get("/_stepup/"); code != 200 || !strings.Contains(body, "Log off at otp") {
 		t.Fatalf("status page: %d %s", code, body)
 	}
 }

@@ -64,7 +64,7 @@ func (Demo) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handle
 	switch {
 	case p == "/":
 		v.Title = "Welcome"
-		v.Body = `<p>This page is public. <a href="/reports/">Reports</a> need a sign-in; the <a href="/admin/">admin area</a> needs a password confirmation on top, for five minutes.</p>`
+		v.Body = `<p>This page is public. <a href="/reports/">Reports</a> need a sign-in; the <a href="/admin/">admin area</a> needs a security code from an authenticator app on top, entered within the last five minutes.</p>`
 	case p == "/reports" || strings.HasPrefix(p, "/reports/"):
 		v.Title = "Quarterly reports"
 		v.Body = `<table><tr><th>Quarter</th><th>Revenue</th></tr><tr><td>Q1</td><td>1.2M</td></tr><tr><td>Q2</td><td>1.4M</td></tr></table>`

@@ -41,6 +41,7 @@ type Method struct {
 	vault       *Vault
 	store       stepup.Store
 	now         func() time.Time
+	scope       string // the code parameters, for the replay guard's keys
 }
 
 // Config builds a Method.
@@ -72,7 +73,8 @@ func New(c Config) (*Method, error) {
 		return nil, errors.New("totp: vault and store are required")
 	}
 	return &Method{opts: opts, selfEnroll: c.SelfEnroll, issuer: c.Issuer, lockout: c.Lockout,
-		provisioned: c.Provisioned, vault: c.Vault, store: c.Store, now: c.Now}, nil
+		provisioned: c.Provisioned, vault: c.Vault, store: c.Store, now: c.Now,
+		scope: fmt.Sprintf("%s/%d/%d", opts.Algorithm, opts.Digits, int(opts.Period/time.Second))}, nil
 }
 
 // Options are the method's code parameters.
@@ -124,9 +126,13 @@ func (m *Method) Enrolled(ctx context.Context, user string) (bool, error) {
 func lockKey(user string) string   { return "totp:lock:" + user }
 func lockLevel(user string) string { return "totp:locks:" + user }
 func failKey(user string) string   { return "totp:fail:" + user }
-func lastKey(user string) string   { return "totp:last:" + user }
-func stepKey(user string, c uint64) string {
-	return "totp:step:" + user + ":" + strconv.FormatUint(c, 10)
+
+// The replay guard is kept per code parameters: step numbers of a 60 s
+// tier are not comparable with those of a 30 s one, and a code of one
+// algorithm is not a code of another.
+func (m *Method) lastKey(user string) string { return "totp:last:" + m.scope + ":" + user }
+func (m *Method) stepKey(user string, c uint64) string {
+	return "totp:step:" + m.scope + ":" + user + ":" + strconv.FormatUint(c, 10)
 }
 
 // LockedUntil reports until when the user's TOTP is locked.
@@ -175,18 +181,18 @@ func (m *Method) Verify(ctx context.Context, a *stepup.Attempt) (*stepup.Outcome
 // seen over someone's shoulder is worthless once it has been used.
 func (m *Method) claim(ctx context.Context, user string, step uint64) (replayed bool, err error) {
 	window := time.Duration(2*m.opts.Skew+2) * m.opts.Period
-	if raw, err := m.store.Get(ctx, lastKey(user)); err == nil {
+	if raw, err := m.store.Get(ctx, m.lastKey(user)); err == nil {
 		if last, perr := strconv.ParseUint(string(raw), 10, 64); perr == nil && step <= last {
 			return true, nil
 		}
 	} else if !errors.Is(err, stepup.ErrNotFound) {
 		return false, err
 	}
-	ok, err := m.store.SetIfAbsent(ctx, stepKey(user, step), []byte("1"), window)
+	ok, err := m.store.SetIfAbsent(ctx, m.stepKey(user, step), []byte("1"), window)
 	if err != nil || !ok {
 		return !ok, err
 	}
-	return false, m.store.Set(ctx, lastKey(user), []byte(strconv.FormatUint(step, 10)), window)
+	return false, m.store.Set(ctx, m.lastKey(user), []byte(strconv.FormatUint(step, 10)), window)
 }
 
 // fail counts a wrong code and locks the user's TOTP when the count

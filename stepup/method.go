@@ -50,6 +50,9 @@ type Attempt struct {
 	Round *Round
 	// ClientIP is the client's address, for methods that pass it on.
 	ClientIP string
+	// Request is the HTTP request of the attempt, for methods that expand
+	// placeholders (may be nil).
+	Request *http.Request
 }
 
 // Round is the state carried between the rounds of a multi-round method.

@@ -352,7 +352,7 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		mins := int(e.Limiter.Window().Minutes())
 		return g.renderStep(w, r, s, p, tier, "Too many failed attempts. Try again in "+strconv.Itoa(mins)+" minutes.", http.StatusTooManyRequests, nil)
 	}
-	a := &stepup.Attempt{Tier: tier, User: user, Form: form, ClientIP: ip}
+	a := &stepup.Attempt{Tier: tier, User: user, Form: form, ClientIP: ip, Request: r}
 	if id := form.Get("state"); id != "" && s != nil {
 		a.Round, _ = e.TakeRound(r.Context(), s.Owner, id)
 		if a.Round == nil {

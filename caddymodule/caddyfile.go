@@ -47,6 +47,15 @@ func init() {
 //					issuer    <name>
 //					lockout   <failures> <duration> [<max>]
 //				}
+//				method  radius {
+//					server         <host:port> <secret>   # repeatable, tried in order
+//					timeout        <duration>
+//					retries        <n>
+//					dead_time      <duration>
+//					nas_identifier <name>
+//					nas_ip         <ipv4>
+//					username       <template>              # {user} = the user id
+//				}
 //				max_age <duration>
 //				acr     <name>
 //			}
@@ -501,8 +510,58 @@ func unmarshalMethod(d *caddyfile.Dispenser, t *TierConfig) error {
 			}
 			return nil
 		})
+	case "radius":
+		seen := map[string]bool{}
+		err := block(d, func(sub string) error {
+			if sub != "server" {
+				if err := once(d, seen, sub); err != nil {
+					return err
+				}
+			}
+			switch sub {
+			case "server":
+				var s RADIUSServer
+				if !d.AllArgs(&s.Address, &s.Secret) {
+					return d.Errf("tier %q: server <host:port> <shared secret>", t.Name)
+				}
+				m.Servers = append(m.Servers, s)
+			case "timeout":
+				return durationInto(d, &m.Timeout)
+			case "dead_time":
+				return durationInto(d, &m.DeadTime)
+			case "retries":
+				var s string
+				if !d.AllArgs(&s) {
+					return d.ArgErr()
+				}
+				n, err := strconv.Atoi(s)
+				if err != nil || n < 0 {
+					return d.Errf("tier %q: retries: want 0 or more", t.Name)
+				}
+				m.Retries = &n
+			case "nas_identifier":
+				if !d.AllArgs(&m.NASIdentifier) {
+					return d.ArgErr()
+				}
+			case "nas_ip":
+				if !d.AllArgs(&m.NASIP) {
+					return d.ArgErr()
+				}
+			case "username":
+				if !d.AllArgs(&m.UserName) {
+					return d.ArgErr()
+				}
+			default:
+				return d.Errf("tier %q: method radius has no option %q", t.Name, sub)
+			}
+			return nil
+		})
+		if err == nil && len(m.Servers) == 0 {
+			return d.Errf("tier %q: method radius needs at least one server", t.Name)
+		}
+		return err
 	}
-	return d.Errf("tier %q: unknown method %q (available: password, external, totp)", t.Name, m.Type)
+	return d.Errf("tier %q: unknown method %q (available: password, external, totp, radius)", t.Name, m.Type)
 }
 
 // block runs f for every subdirective of the current block.

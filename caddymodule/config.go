@@ -7,6 +7,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/radius"
 	"github.com/caddy-stepup/caddy-stepup/stepup/store"
 	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
@@ -117,6 +119,24 @@ type MethodConfig struct {
 	// Lockout (totp): wrong codes before a user's codes are locked, and for
 	// how long (doubling at each further lock within a day, up to max).
 	Lockout *LockoutConfig `json:"lockout,omitempty"`
+
+	// Servers (radius) are tried in order; placeholders in secrets are
+	// expanded.
+	Servers []RADIUSServer `json:"servers,omitempty"`
+	// Timeout (radius) of one attempt. Default: 3s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Retries (radius) per server after the first attempt. Default: 1.
+	Retries *int `json:"retries,omitempty"`
+	// DeadTime (radius): how long a server that timed out is skipped.
+	// Default: 30s.
+	DeadTime caddy.Duration `json:"dead_time,omitempty"`
+	// NASIdentifier (radius) sent in NAS-Identifier. Default: caddy-stepup.
+	NASIdentifier string `json:"nas_identifier,omitempty"`
+	// NASIP (radius) sent in NAS-IP-Address.
+	NASIP string `json:"nas_ip,omitempty"`
+	// UserName (radius) is the User-Name sent: "{user}" is the user id
+	// (the default); Caddy placeholders are expanded, e.g. "{user}@corp".
+	UserName string `json:"username,omitempty"`
 	// User (external) is the placeholder holding the user id, such as
 	// "{http.auth.user.id}" (basic_auth) or "{http.request.header.Remote-User}"
 	// (a header copied by forward_auth). Default: {http.auth.user.id}.
@@ -124,6 +144,15 @@ type MethodConfig struct {
 	// Roles (external) is the placeholder holding the roles, separated by
 	// commas or spaces, such as "{http.request.header.Remote-Groups}".
 	Roles string `json:"roles,omitempty"`
+}
+
+// RADIUSServer is one RADIUS server.
+type RADIUSServer struct {
+	// Address is host:port (the authentication port, usually 1812).
+	Address string `json:"address"`
+	// Secret is the shared secret; placeholders such as {env.RADIUS_SECRET}
+	// are expanded.
+	Secret string `json:"secret"`
 }
 
 // LockoutConfig bounds wrong codes per user.
@@ -319,6 +348,9 @@ func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
 	if mc.Type != "totp" && (mc.Enroll != "" || mc.Digits != 0 || mc.Period != 0 || mc.Algorithm != "" || mc.Skew != nil || mc.Issuer != "" || mc.Lockout != nil) {
 		return nil, fmt.Errorf("tier %q: enroll, digits, period, algorithm, skew, issuer and lockout are options of the totp method", t.Name)
 	}
+	if mc.Type != "radius" && (len(mc.Servers) > 0 || mc.Timeout != 0 || mc.Retries != nil || mc.DeadTime != 0 || mc.NASIdentifier != "" || mc.NASIP != "" || mc.UserName != "") {
+		return nil, fmt.Errorf("tier %q: servers, timeout, retries, dead_time, nas_identifier, nas_ip and username are options of the radius method", t.Name)
+	}
 	switch t.Method.Type {
 	case "totp":
 		if mc.Enroll != "" && mc.Enroll != "self" {
@@ -356,6 +388,8 @@ func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
 			return nil, fmt.Errorf("tier %q: method totp: %v", t.Name, err)
 		}
 		return m, nil
+	case "radius":
+		return env.buildRADIUS(t)
 	case "password":
 		if len(users) == 0 {
 			return nil, fmt.Errorf("tier %q: method password needs at least one user", t.Name)
@@ -370,7 +404,34 @@ func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
 	case "":
 		return nil, fmt.Errorf("tier %q: missing method", t.Name)
 	}
-	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external, totp)", t.Name, t.Method.Type)
+	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external, totp, radius)", t.Name, t.Method.Type)
+}
+
+func (env methodEnv) buildRADIUS(t TierConfig) (stepup.Method, error) {
+	mc := t.Method
+	repl := caddy.NewReplacer()
+	cc := radius.ClientConfig{Timeout: time.Duration(mc.Timeout), DeadTime: time.Duration(mc.DeadTime), Now: func() time.Time { return now() }}
+	if mc.Retries != nil {
+		cc.Retries, cc.RetriesSet = *mc.Retries, true
+	}
+	for _, s := range mc.Servers {
+		secret := repl.ReplaceKnown(s.Secret, "")
+		if secret == "" {
+			return nil, fmt.Errorf("tier %q: radius server %q: empty shared secret (is the environment variable set?)", t.Name, s.Address)
+		}
+		cc.Servers = append(cc.Servers, radius.Server{Addr: s.Address, Secret: []byte(secret)})
+	}
+	mcfg := radius.MethodConfig{Client: cc, UserName: mc.UserName, Resolve: resolvePlaceholder, NASIdentifier: mc.NASIdentifier}
+	if mc.NASIP != "" {
+		if mcfg.NASIP = net.ParseIP(mc.NASIP).To4(); mcfg.NASIP == nil {
+			return nil, fmt.Errorf("tier %q: nas_ip %q is not an IPv4 address", t.Name, mc.NASIP)
+		}
+	}
+	m, err := radius.NewMethod(mcfg)
+	if err != nil {
+		return nil, fmt.Errorf("tier %q: method radius: %v", t.Name, err)
+	}
+	return m, nil
 }
 
 func (c *Config) openStore() (stepup.Store, string, error) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-stepup/caddy-stepup/internal/testenv"
 	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
 )
 
@@ -36,7 +37,10 @@ func TestExampleCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	site, upstream, admin := freePort(t), freePort(t), freePort(t)
+	// The README's FreeRADIUS set-up for the demo: alice's code is 123456.
+	fr := testenv.StartFreeRADIUS(t, "demo-radius-secret", true)
 	cfg := strings.NewReplacer(
+		"127.0.0.1:1812", fr.Addr,
 		"localhost:8080", fmt.Sprintf("localhost:%d", site),
 		"127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", upstream),
 		":8081 {", fmt.Sprintf(":%d {", upstream),
@@ -126,6 +130,14 @@ func TestExampleCaddyfile(t *testing.T) {
 	code, body = submit(confirm, url.Values{"action": {"send"}})
 	if code != 200 || !strings.Contains(body, "User <strong>carol</strong> created with role <strong>editor</strong>") {
 		t.Fatalf("replayed form: %d %s", code, body)
+	}
+	// Payments: a one-time code checked by FreeRADIUS.
+	code, page = get("/payments/")
+	if code != 200 || !strings.Contains(page, "Step 2 of 2: token (radius)") {
+		t.Fatalf("payments did not lead to the RADIUS step: %d %s", code, page)
+	}
+	if code, body := submit(page, url.Values{"code": {"123456"}}); code != 200 || !strings.Contains(body, `id="payments"`) {
+		t.Fatalf("after the RADIUS step: %d %s", code, body)
 	}
 	if code, body := get("/_stepup/"); code != 200 || !strings.Contains(body, "Log off at otp") {
 		t.Fatalf("status page: %d %s", code, body)

@@ -56,6 +56,17 @@ func init() {
 //					nas_ip         <ipv4>
 //					username       <template>              # {user} = the user id
 //				}
+//				method  webauthn {
+//					rp_id             <domain>
+//					rp_name           <name>
+//					origins           <origin...>
+//					user_verification required|preferred|discouraged
+//					attestation       none|indirect|direct
+//					resident_key      discouraged|preferred|required
+//					authenticators    <aaguid...>
+//					enroll            self
+//					timeout           <duration>
+//				}
 //				max_age <duration>
 //				acr     <name>
 //			}
@@ -560,8 +571,53 @@ func unmarshalMethod(d *caddyfile.Dispenser, t *TierConfig) error {
 			return d.Errf("tier %q: method radius needs at least one server", t.Name)
 		}
 		return err
+	case "webauthn":
+		seen := map[string]bool{}
+		return block(d, func(sub string) error {
+			if err := once(d, seen, sub); err != nil {
+				return err
+			}
+			one := func(dst *string) error {
+				if !d.AllArgs(dst) {
+					return d.ArgErr()
+				}
+				return nil
+			}
+			switch sub {
+			case "rp_id":
+				return one(&m.RPID)
+			case "rp_name":
+				return one(&m.RPName)
+			case "origins":
+				if m.Origins = d.RemainingArgs(); len(m.Origins) == 0 {
+					return d.ArgErr()
+				}
+			case "user_verification":
+				return one(&m.UserVerification)
+			case "attestation":
+				return one(&m.Attestation)
+			case "resident_key":
+				return one(&m.ResidentKey)
+			case "authenticators":
+				if m.Authenticators = d.RemainingArgs(); len(m.Authenticators) == 0 {
+					return d.ArgErr()
+				}
+			case "enroll":
+				if err := one(&m.Enroll); err != nil {
+					return err
+				}
+				if m.Enroll != "self" {
+					return d.Errf("tier %q: enroll: want \"self\"", t.Name)
+				}
+			case "timeout":
+				return durationInto(d, &m.Timeout)
+			default:
+				return d.Errf("tier %q: method webauthn has no option %q", t.Name, sub)
+			}
+			return nil
+		})
 	}
-	return d.Errf("tier %q: unknown method %q (available: password, external, totp, radius)", t.Name, m.Type)
+	return d.Errf("tier %q: unknown method %q (available: password, external, totp, radius, webauthn)", t.Name, m.Type)
 }
 
 // block runs f for every subdirective of the current block.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/caddy-stepup/caddy-stepup/stepup/radius"
 	"github.com/caddy-stepup/caddy-stepup/stepup/store"
 	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
+	"github.com/caddy-stepup/caddy-stepup/stepup/webauthn"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
 )
 
@@ -98,11 +100,13 @@ type TierConfig struct {
 type MethodConfig struct {
 	// Type: "password" (the module's own users; at a root tier a sign-in,
 	// above it a password confirmation), "external" (identity set earlier
-	// in the route) or "totp" (a security code from an authenticator app).
+	// in the route), "totp" (a security code from an authenticator app),
+	// "radius" (a code checked by RADIUS servers) or "webauthn" (a security
+	// key, or the device's biometrics or screen lock).
 	Type string `json:"type"`
-	// Enroll (totp): "self" lets users set up their own credential while
-	// they hold the tier's base tier; empty: credentials are provisioned
-	// by the administrator (a user's totp_secret).
+	// Enroll (totp, webauthn): "self" lets users set up their own
+	// credential while they hold the tier's base tier; empty: credentials
+	// are provisioned by the administrator (a user's totp_secret).
 	Enroll string `json:"enroll,omitempty"`
 	// Digits (totp) of a code: 6 (default), 7 or 8.
 	Digits int `json:"digits,omitempty"`
@@ -123,7 +127,8 @@ type MethodConfig struct {
 	// Servers (radius) are tried in order; placeholders in secrets are
 	// expanded.
 	Servers []RADIUSServer `json:"servers,omitempty"`
-	// Timeout (radius) of one attempt. Default: 3s.
+	// Timeout (radius) of one attempt, default 3s; (webauthn) of a
+	// ceremony, default 5m.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 	// Retries (radius) per server after the first attempt. Default: 1.
 	Retries *int `json:"retries,omitempty"`
@@ -137,6 +142,27 @@ type MethodConfig struct {
 	// UserName (radius) is the User-Name sent: "{user}" is the user id
 	// (the default); Caddy placeholders are expanded, e.g. "{user}@corp".
 	UserName string `json:"username,omitempty"`
+
+	// RPID (webauthn) is the relying party id, a registrable domain of the
+	// site. Default: the request's host name. Keys are bound to it: change
+	// it and registered keys no longer work.
+	RPID string `json:"rp_id,omitempty"`
+	// RPName (webauthn) is shown by browsers. Default: the RP id.
+	RPName string `json:"rp_name,omitempty"`
+	// Origins (webauthn) allowed in the browser's client data, such as
+	// "https://app.example.com". Default: the request's own origin.
+	Origins []string `json:"origins,omitempty"`
+	// UserVerification (webauthn): "required" (default: biometrics or PIN),
+	// "preferred" or "discouraged".
+	UserVerification string `json:"user_verification,omitempty"`
+	// Attestation (webauthn): "none" (default), "indirect" or "direct".
+	Attestation string `json:"attestation,omitempty"`
+	// ResidentKey (webauthn): "discouraged" (default), "preferred" or
+	// "required".
+	ResidentKey string `json:"resident_key,omitempty"`
+	// Authenticators (webauthn), when set, allows only these AAGUIDs
+	// (authenticator models) at registration.
+	Authenticators []string `json:"authenticators,omitempty"`
 	// User (external) is the placeholder holding the user id, such as
 	// "{http.auth.user.id}" (basic_auth) or "{http.request.header.Remote-User}"
 	// (a header copied by forward_auth). Default: {http.auth.user.id}.
@@ -345,11 +371,24 @@ type methodEnv struct {
 func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
 	users := env.users
 	mc := t.Method
-	if mc.Type != "totp" && (mc.Enroll != "" || mc.Digits != 0 || mc.Period != 0 || mc.Algorithm != "" || mc.Skew != nil || mc.Issuer != "" || mc.Lockout != nil) {
-		return nil, fmt.Errorf("tier %q: enroll, digits, period, algorithm, skew, issuer and lockout are options of the totp method", t.Name)
-	}
-	if mc.Type != "radius" && (len(mc.Servers) > 0 || mc.Timeout != 0 || mc.Retries != nil || mc.DeadTime != 0 || mc.NASIdentifier != "" || mc.NASIP != "" || mc.UserName != "") {
-		return nil, fmt.Errorf("tier %q: servers, timeout, retries, dead_time, nas_identifier, nas_ip and username are options of the radius method", t.Name)
+	for _, o := range []struct {
+		name    string
+		set     bool
+		methods string
+	}{
+		{"enroll", mc.Enroll != "", "totp webauthn"},
+		{"digits", mc.Digits != 0, "totp"}, {"period", mc.Period != 0, "totp"}, {"algorithm", mc.Algorithm != "", "totp"},
+		{"skew", mc.Skew != nil, "totp"}, {"issuer", mc.Issuer != "", "totp"}, {"lockout", mc.Lockout != nil, "totp"},
+		{"servers", len(mc.Servers) > 0, "radius"}, {"timeout", mc.Timeout != 0, "radius webauthn"},
+		{"retries", mc.Retries != nil, "radius"}, {"dead_time", mc.DeadTime != 0, "radius"},
+		{"nas_identifier", mc.NASIdentifier != "", "radius"}, {"nas_ip", mc.NASIP != "", "radius"}, {"username", mc.UserName != "", "radius"},
+		{"rp_id", mc.RPID != "", "webauthn"}, {"rp_name", mc.RPName != "", "webauthn"}, {"origins", len(mc.Origins) > 0, "webauthn"},
+		{"user_verification", mc.UserVerification != "", "webauthn"}, {"attestation", mc.Attestation != "", "webauthn"},
+		{"resident_key", mc.ResidentKey != "", "webauthn"}, {"authenticators", len(mc.Authenticators) > 0, "webauthn"},
+	} {
+		if o.set && !slices.Contains(strings.Fields(o.methods), mc.Type) {
+			return nil, fmt.Errorf("tier %q: %s is an option of the %s method, not of %s", t.Name, o.name, strings.ReplaceAll(o.methods, " ", " and "), mc.Type)
+		}
 	}
 	switch t.Method.Type {
 	case "totp":
@@ -390,6 +429,20 @@ func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
 		return m, nil
 	case "radius":
 		return env.buildRADIUS(t)
+	case "webauthn":
+		if mc.Enroll != "" && mc.Enroll != "self" {
+			return nil, fmt.Errorf("tier %q: enroll must be \"self\" (or absent for keys registered by the administrator), not %q", t.Name, mc.Enroll)
+		}
+		m, err := webauthn.New(webauthn.Config{
+			RPID: mc.RPID, RPName: mc.RPName, Origins: mc.Origins, UserVerification: mc.UserVerification,
+			Attestation: mc.Attestation, ResidentKey: mc.ResidentKey, Authenticators: mc.Authenticators,
+			SelfEnroll: mc.Enroll == "self", Timeout: time.Duration(mc.Timeout),
+			Blobs: env.storage(), Store: env.store, UserKey: env.keys.Records, Now: func() time.Time { return now() },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tier %q: method webauthn: %v", t.Name, err)
+		}
+		return m, nil
 	case "password":
 		if len(users) == 0 {
 			return nil, fmt.Errorf("tier %q: method password needs at least one user", t.Name)
@@ -404,7 +457,7 @@ func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
 	case "":
 		return nil, fmt.Errorf("tier %q: missing method", t.Name)
 	}
-	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external, totp, radius)", t.Name, t.Method.Type)
+	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external, totp, radius, webauthn)", t.Name, t.Method.Type)
 }
 
 func (env methodEnv) buildRADIUS(t TierConfig) (stepup.Method, error) {

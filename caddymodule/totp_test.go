@@ -327,7 +327,7 @@ func TestTOTPConfigErrors(t *testing.T) {
 	// JSON: totp options on another method are refused.
 	h := Handler{Config: Config{Secret: testSecret, Users: map[string]*UserConfig{"a": {Password: hashFor(t, "x")}},
 		Tiers: []TierConfig{{Name: "login", Method: MethodConfig{Type: "password", Digits: 6}, MaxAge: 1}}}}
-	if _, err := h.Config.build(caddyContext(t), "test"); err == nil || !strings.Contains(err.Error(), "options of the totp method") {
+	if _, err := h.Config.build(caddyContext(t), "test"); err == nil || !strings.Contains(err.Error(), "digits is an option of the totp method, not of password") {
 		t.Fatalf("totp option on a password tier: %v", err)
 	}
 }

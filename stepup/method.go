@@ -103,12 +103,15 @@ type Prompt struct {
 	Fields []Field
 	// Submit is the button label.
 	Submit string
+	// Ceremony: the step runs in the browser (WebAuthn) through the
+	// module's script, not a form.
+	Ceremony bool
 }
 
 // Method verifies the step that reaches a tier. The same interface carries
 // every method: form methods (password, TOTP), multi-round methods (RADIUS
-// with Access-Challenge, through Round), and JSON ceremonies (WebAuthn,
-// through the Ceremony extension below).
+// with Access-Challenge, through Round); a method whose Prompt has
+// Ceremony set (WebAuthn) runs its step in the browser instead.
 type Method interface {
 	// Name is the method's configuration name.
 	Name() string
@@ -125,14 +128,6 @@ type Method interface {
 // earlier in the route (external): the engine asks on every request.
 type RequestIdentity interface {
 	Identify(r *http.Request) (user string, roles []string, ok bool)
-}
-
-// Ceremony is implemented by methods with a browser-side JSON ceremony
-// (WebAuthn): Begin returns options for the browser and state kept by the
-// engine; Finish verifies the browser's answer against that state.
-type Ceremony interface {
-	Begin(ctx context.Context, tier, user string) (options []byte, state []byte, err error)
-	Finish(ctx context.Context, tier, user string, state, response []byte) (*Outcome, error)
 }
 
 // Enroller is implemented by methods that need a per-user credential the

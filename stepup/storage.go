@@ -27,6 +27,16 @@ type Store interface {
 	SetIfAbsent(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
 }
 
+// Blobs is where credentials live (enrolled TOTP secrets, WebAuthn keys):
+// Caddy storage (the file system by default, any storage module in a
+// cluster) has exactly these methods, and answers fs.ErrNotExist for a
+// missing key.
+type Blobs interface {
+	Load(ctx context.Context, key string) ([]byte, error)
+	Store(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) error
+}
+
 // ErrNotFound is the store's answer for a missing or expired key.
 var ErrNotFound = store.ErrNotFound
 

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
@@ -90,12 +89,8 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 		e.Log(r, s, rec)
 		// The confirming code proves possession of the new secret: it is
 		// a step-up to the tier.
-		next, err := e.Complete(w, r, s, step, o)
-		if err != nil && !errors.Is(err, stepup.ErrNotAllowed) {
-			return &HTTPError{http.StatusInternalServerError, err}
-		}
-		if next != nil {
-			e.Log(r, next, stepup.Record{Event: stepup.EventStepUp, Tier: step, Result: "success", Reason: "enrolled", Tiers: strings.Join(next.Stack.Names(), ",")})
+		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, Result: "success", Reason: "enrolled"}); err != nil {
+			return err
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
@@ -103,26 +98,48 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	return g.showTOTPEnrolment(w, r, s, m, p, step, "", http.StatusOK)
 }
 
-// mayEnrol: enrolment needs the tier's base held and fresh and
-// self-service enrolment, or the tier itself held (replacing one's own
-// secret). Otherwise the user is sent to step up first, or refused.
-func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (bool, error) {
+// Whether a user may enrol a credential for a tier.
+type enrolPermission int
+
+const (
+	enrolAllowed  enrolPermission = iota
+	enrolNeedBase                 // sign in / reach the base tier first
+	enrolRefused                  // credentials are provisioned by the administrator
+)
+
+// enrolPermissionFor: enrolment needs the tier's base held and fresh and
+// self-service enrolment, or the tier itself held (replacing or adding to
+// one's own credentials).
+func (g *Gateway) enrolPermissionFor(s *stepup.Session, m stepup.Enroller, step string) enrolPermission {
 	e := g.Engine
 	now := e.Now()
 	t, _ := e.Hierarchy.Get(step)
-	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)) {
-		// Sign in (and reach the base) first; the walk comes back here.
+	switch {
+	case s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)):
+		return enrolNeedBase
+	case s.Stack.Holds(e.Hierarchy, step, now, 0) || m.SelfEnroll():
+		return enrolAllowed
+	}
+	return enrolRefused
+}
+
+// mayEnrol applies enrolPermissionFor for a page: a user who must step up
+// first is sent to the challenge (which comes back here), a refused one
+// sees why.
+func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (bool, error) {
+	e := g.Engine
+	switch g.enrolPermissionFor(s, m, step) {
+	case enrolAllowed:
+		return true, nil
+	case enrolNeedBase:
 		q := p.query()
 		q.Set("tier", step)
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 		return false, nil
 	}
-	if s.Stack.Holds(e.Hierarchy, step, now, 0) || m.SelfEnroll() {
-		return true, nil
-	}
 	e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
 	return false, g.renderMessage(w, r, http.StatusForbidden, "Set-up not available",
-		"Authenticator apps for this step are set up by your administrator. Ask them to set one up for you.", e.Prefix+"/", "Your session")
+		"Credentials for this step are set up by your administrator. Ask them to set one up for you.", e.Prefix+"/", "Your session")
 }
 
 func (g *Gateway) showTOTPEnrolment(w http.ResponseWriter, r *http.Request, s *stepup.Session, m *totp.Method, p challengeParams, step, errMsg string, status int) error {

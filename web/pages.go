@@ -24,7 +24,7 @@ var assetFS embed.FS
 var pages = map[string]*template.Template{}
 
 func init() {
-	for _, name := range []string{"step", "status", "message", "confirm", "enroll_totp"} {
+	for _, name := range []string{"step", "status", "message", "confirm", "enroll_totp", "enroll_webauthn"} {
 		pages[name] = template.Must(template.ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
 	}
 }
@@ -68,6 +68,10 @@ type pageData struct {
 
 	// TOTP enrolment page
 	QRURL, ManualKey, KeyURI, KeyDetails string
+
+	// WebAuthn ceremonies and keys
+	CeremonyBegin, CeremonyFinish string
+	Keys                          []keyRow
 }
 
 type chainStep struct{ Label, State string }
@@ -124,6 +128,15 @@ func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) er
 			return g.enrolTOTP(w, r, s)
 		}
 		return g.methodOnly(w, r, http.MethodGet, func() error { return g.enrolTOTP(w, r, s) })
+	case rest == "/enroll/webauthn":
+		return g.methodOnly(w, r, http.MethodGet, func() error { return g.webauthnEnrolPage(w, r, s) })
+	case rest == "/enroll/webauthn/begin" || rest == "/enroll/webauthn/finish":
+		return g.methodOnly(w, r, http.MethodPost, func() error { return g.webauthnEnrol(w, r, s, strings.TrimPrefix(rest, "/enroll/webauthn/")) })
+	case rest == "/webauthn/remove":
+		return g.methodOnly(w, r, http.MethodPost, func() error { return g.webauthnRemove(w, r, s) })
+	case strings.HasPrefix(rest, "/webauthn/"):
+		tier, action, _ := strings.Cut(strings.TrimPrefix(rest, "/webauthn/"), "/")
+		return g.methodOnly(w, r, http.MethodPost, func() error { return g.webauthnStep(w, r, s, tier, action) })
 	case rest == "/enroll/totp/qr.png":
 		return g.methodOnly(w, r, http.MethodGet, func() error { return g.enrolTOTPQR(w, r, s) })
 	case strings.HasPrefix(rest, "/resume/"):
@@ -273,6 +286,9 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 	if round != nil {
 		d.RoundPrompt, d.State = round.prompt, round.id
 	}
+	if d.Prompt.Ceremony {
+		d.CeremonyBegin, d.CeremonyFinish = ceremonyURLs(e.Prefix, tier, p)
+	}
 	if status == 0 {
 		status = http.StatusOK
 		if _, ok := m.(stepup.RequestIdentity); ok {
@@ -370,20 +386,8 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	switch o.Result {
 	case stepup.Accepted:
 		e.Limiter.Succeeded(r.Context(), tier, limitUser)
-		next, err := e.Complete(w, r, s, tier, o)
-		if errors.Is(err, stepup.ErrNotAllowed) {
-			http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
-			return nil
-		}
-		if err != nil {
-			return &HTTPError{http.StatusInternalServerError, err}
-		}
-		rec.Tiers = strings.Join(next.Stack.Names(), ",")
-		e.Log(r, next, rec)
-		if p.pending != "" && tier == p.target {
-			lvl, _ := next.Stack.Level(tier)
-			// The kept request may be gone (expired); the walk still ends.
-			_ = e.MarkSteppedUp(r.Context(), next.Owner, p.pending, lvl.At)
+		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
+			return err
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
@@ -411,6 +415,29 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		}
 		return g.renderStep(w, r, s, p, tier, msg, http.StatusUnauthorized, nil)
 	}
+}
+
+// accept records a successful step to tier: the level is pushed (the
+// session id rotates), audited, and a kept request the walk is for is
+// marked as stepped up for. The walk then continues at the challenge. A
+// step whose base lapsed meanwhile is not an error: the challenge asks again.
+func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string, p challengeParams, o *stepup.Outcome, rec stepup.Record) (*stepup.Session, error) {
+	e := g.Engine
+	next, err := e.Complete(w, r, s, tier, o)
+	if errors.Is(err, stepup.ErrNotAllowed) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, &HTTPError{http.StatusInternalServerError, err}
+	}
+	rec.Tiers = strings.Join(next.Stack.Names(), ",")
+	e.Log(r, next, rec)
+	if p.pending != "" && tier == p.target {
+		lvl, _ := next.Stack.Level(tier)
+		// The kept request may be gone (expired); the walk still ends.
+		_ = e.MarkSteppedUp(r.Context(), next.Owner, p.pending, lvl.At)
+	}
+	return next, nil
 }
 
 // parseFormOrAnswer parses and checks the form; when it fails the answer
@@ -472,9 +499,14 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 			if en, ok := e.Methods[name].(stepup.Enroller); ok {
 				baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
 				enrolled, _ := en.Enrolled(r.Context(), s.User)
+				isKey := e.Methods[name].Name() == "webauthn"
 				switch {
+				case held && isKey:
+					row.EnrolLabel = "Add security key"
 				case held:
 					row.EnrolLabel = "Replace authenticator"
+				case !enrolled && en.SelfEnroll() && baseHeld && isKey:
+					row.EnrolLabel = "Register security key"
 				case !enrolled && en.SelfEnroll() && baseHeld:
 					row.EnrolLabel = "Set up"
 				}
@@ -484,6 +516,9 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 			}
 			d.Tiers = append(d.Tiers, row)
 		}
+	}
+	if s != nil && s.User != "" {
+		d.Keys = g.securityKeys(r, s)
 	}
 	return g.render(w, r, http.StatusOK, "status", d)
 }

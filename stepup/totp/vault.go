@@ -10,15 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-)
 
-// Blobs is where enrolled secrets are kept: Caddy storage (the file system
-// by default, any storage module in a cluster) has exactly these methods.
-type Blobs interface {
-	Load(ctx context.Context, key string) ([]byte, error)
-	Store(ctx context.Context, key string, value []byte) error
-	Delete(ctx context.Context, key string) error
-}
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+)
 
 // ErrNoSecret means the user has no enrolled secret.
 var ErrNoSecret = errors.New("no TOTP secret enrolled")
@@ -27,7 +21,7 @@ var ErrNoSecret = errors.New("no TOTP secret enrolled")
 // user id is the additional authenticated data, so a ciphertext copied to
 // another user's key does not decrypt.
 type Vault struct {
-	blobs Blobs
+	blobs stepup.Blobs
 	aead  cipher.AEAD
 }
 
@@ -36,7 +30,7 @@ const sealVersion = 1
 
 // NewVault returns a vault; key is a 32-byte key derived from the module
 // secret for this purpose only.
-func NewVault(blobs Blobs, key []byte) (*Vault, error) {
+func NewVault(blobs stepup.Blobs, key []byte) (*Vault, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err

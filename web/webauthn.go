@@ -1,0 +1,292 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/webauthn"
+)
+
+// maxCeremonyBody bounds a ceremony's JSON (a credential is a few KiB).
+const maxCeremonyBody = 64 << 10
+
+func jsonError(w http.ResponseWriter, status int, msg string, extra ...string) error {
+	body := map[string]any{"error": msg}
+	for i := 0; i+1 < len(extra); i += 2 {
+		body[extra[i]] = extra[i+1]
+	}
+	writeJSON(w, status, body)
+	return nil
+}
+
+// ceremonyRequest checks what every ceremony call needs: a WebAuthn tier,
+// the CSRF token in X-CSRF-Token, a signed-in session, the walk's
+// parameters, and a bounded JSON body. It answers and returns ok=false
+// otherwise.
+func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string) (m *webauthn.Method, p challengeParams, body []byte, ok bool) {
+	e := g.Engine
+	m, isWA := e.Methods[tier].(*webauthn.Method)
+	if !isWA {
+		_ = jsonError(w, http.StatusNotFound, "There is no such security key step.")
+		return nil, p, nil, false
+	}
+	if !e.CSRF.Valid(r, r.Header.Get("X-CSRF-Token")) {
+		e.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "csrf_token_invalid"})
+		_ = jsonError(w, http.StatusForbidden, "This page has expired. Reload it and try again.")
+		return nil, p, nil, false
+	}
+	q := r.URL.Query()
+	if q.Get("tier") == "" && q.Get("target") == "" {
+		q.Set("tier", tier)
+	}
+	p, valid := g.parseChallenge(q)
+	if !valid || (p.target != tier && !e.Hierarchy.IsAbove(p.target, tier)) {
+		_ = jsonError(w, http.StatusBadRequest, "The step-up you asked for does not exist.")
+		return nil, p, nil, false
+	}
+	if s == nil || s.User == "" {
+		_ = jsonError(w, http.StatusUnauthorized, "Sign in first.", "next", e.Prefix+"/challenge?"+p.query().Encode())
+		return nil, p, nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCeremonyBody))
+	if err != nil {
+		_ = jsonError(w, http.StatusRequestEntityTooLarge, "The request is too large.")
+		return nil, p, nil, false
+	}
+	return m, p, body, true
+}
+
+// webauthnStep serves POST /webauthn/{tier}/begin and /finish: a step-up
+// with a registered key.
+func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier, action string) error {
+	e := g.Engine
+	m, p, body, ok := g.ceremonyRequest(w, r, s, tier)
+	if !ok {
+		return nil
+	}
+	now := e.Now()
+	if t, _ := e.Hierarchy.Get(tier); t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0) {
+		return jsonError(w, http.StatusConflict, "Your sign-in for the previous step has expired.", "next", e.Prefix+"/challenge?"+p.query().Encode())
+	}
+	ip := e.ClientIP(r)
+	if e.Limiter.Blocked(r.Context(), tier, s.User, ip) {
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
+		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+	}
+	switch action {
+	case "begin":
+		opts, err := m.BeginLogin(r, tier, s.Owner, s.User)
+		if errors.Is(err, webauthn.ErrNoCredentials) {
+			q := p.query()
+			q.Set("step", tier)
+			return jsonError(w, http.StatusConflict, "No security key is registered for your account.", "next", e.Prefix+"/enroll/webauthn?"+q.Encode())
+		}
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		return writeRawJSON(w, opts)
+	case "finish":
+		o, err := m.FinishLogin(r, tier, s.Owner, s.User, body)
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		rec := stepup.Record{Event: stepup.EventStepUp, User: s.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason}
+		if o.Result != stepup.Accepted {
+			e.Limiter.Failed(r.Context(), tier, s.User, ip)
+			e.Log(r, s, rec)
+			return jsonError(w, http.StatusUnauthorized, o.Message)
+		}
+		e.Limiter.Succeeded(r.Context(), tier, s.User)
+		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
+			return err
+		}
+		return writeJSONOK(w, map[string]string{"next": e.Prefix + "/challenge?" + p.query().Encode()})
+	}
+	return jsonError(w, http.StatusNotFound, "Not found.")
+}
+
+// webauthnEnrolPage serves GET /enroll/webauthn: register a key.
+func (g *Gateway) webauthnEnrolPage(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+	e := g.Engine
+	v := r.URL.Query()
+	step := v.Get("step")
+	m, ok := e.Methods[step].(*webauthn.Method)
+	if !ok {
+		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
+	}
+	if v.Get("tier") == "" && v.Get("target") == "" {
+		v.Set("tier", step)
+	}
+	p, ok := g.parseChallenge(v)
+	if !ok || (p.target != step && !e.Hierarchy.IsAbove(p.target, step)) {
+		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+	}
+	if ok, err := g.mayEnrol(w, r, s, m, step, p); !ok {
+		return err
+	}
+	q := p.query()
+	q.Set("step", step)
+	d := &pageData{Title: "Register a security key", Tier: step, Return: p.ret,
+		CeremonyBegin: e.Prefix + "/enroll/webauthn/begin?" + q.Encode(), CeremonyFinish: e.Prefix + "/enroll/webauthn/finish?" + q.Encode()}
+	return g.render(w, r, http.StatusOK, "enroll_webauthn", d)
+}
+
+// webauthnEnrol serves POST /enroll/webauthn/begin and /finish.
+func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, action string) error {
+	e := g.Engine
+	step := r.URL.Query().Get("step")
+	m, p, body, ok := g.ceremonyRequest(w, r, s, step)
+	if !ok {
+		return nil
+	}
+	switch g.enrolPermissionFor(s, m, step) {
+	case enrolNeedBase:
+		q := p.query()
+		q.Set("tier", step)
+		return jsonError(w, http.StatusConflict, "Step up first.", "next", e.Prefix+"/challenge?"+q.Encode())
+	case enrolRefused:
+		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
+		return jsonError(w, http.StatusForbidden, "Security keys for this step are registered by your administrator.")
+	}
+	ip := e.ClientIP(r)
+	if e.Limiter.Blocked(r.Context(), step, s.User, ip) {
+		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+	}
+	switch action {
+	case "begin":
+		var req struct {
+			Nickname string `json:"nickname"`
+		}
+		if len(body) > 0 {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return jsonError(w, http.StatusBadRequest, "The request could not be read.")
+			}
+		}
+		opts, err := m.BeginRegistration(r, step, s.Owner, s.User, req.Nickname)
+		if err != nil {
+			return jsonError(w, http.StatusBadRequest, "Choose a name of at most 64 characters for the key.")
+		}
+		return writeRawJSON(w, opts)
+	case "finish":
+		o, err := m.FinishRegistration(r, step, s.Owner, s.User, body)
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		rec := stepup.Record{Event: stepup.EventEnroll, User: s.User, Tier: step, Result: o.Result.String(), Reason: o.Reason}
+		e.Log(r, s, rec)
+		if o.Result != stepup.Accepted {
+			e.Limiter.Failed(r.Context(), step, s.User, ip)
+			return jsonError(w, http.StatusUnauthorized, o.Message)
+		}
+		// Creating the key needed the user's presence and verification:
+		// it is a step-up to the tier.
+		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, Result: "success", Reason: "registered"}); err != nil {
+			return err
+		}
+		return writeJSONOK(w, map[string]string{"next": e.Prefix + "/challenge?" + p.query().Encode()})
+	}
+	return jsonError(w, http.StatusNotFound, "Not found.")
+}
+
+// webauthnRemove serves POST /webauthn/remove (form: csrf_token, step,
+// id): remove one of one's keys, never the last one while a WebAuthn tier
+// relies on the administrator to register keys.
+func (g *Gateway) webauthnRemove(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+	e := g.Engine
+	if err := g.parseFormOrAnswer(w, r); err != nil {
+		return nil
+	}
+	step, id := r.PostForm.Get("step"), r.PostForm.Get("id")
+	m, ok := e.Methods[step].(*webauthn.Method)
+	if !ok || s == nil || s.User == "" {
+		return g.renderMessage(w, r, http.StatusBadRequest, "Not possible", "There is no such security key.", e.Prefix+"/", "Your session")
+	}
+	if g.enrolPermissionFor(s, m, step) == enrolNeedBase {
+		q := url.Values{"tier": {step}, "return": {"/"}}
+		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
+		return nil
+	}
+	creds, err := m.Credentials(r.Context(), s.User)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	if len(creds) == 1 && creds[0].ID() == id && g.adminRegistersKeys() {
+		return g.renderMessage(w, r, http.StatusConflict, "Last security key",
+			"This is your only security key, and new ones are registered by your administrator. Ask them before removing it.", e.Prefix+"/", "Your session")
+	}
+	removed, err := m.Remove(r.Context(), s.User, id)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	if !removed {
+		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such security key.", e.Prefix+"/", "Your session")
+	}
+	e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "removed", Reason: "credential_removed"})
+	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+	return nil
+}
+
+// adminRegistersKeys reports whether some WebAuthn tier does not let users
+// register keys themselves.
+func (g *Gateway) adminRegistersKeys() bool {
+	for _, m := range g.Engine.Methods {
+		if wm, ok := m.(*webauthn.Method); ok && !wm.SelfEnroll() {
+			return true
+		}
+	}
+	return false
+}
+
+// keyRow is a registered key on the status page.
+type keyRow struct {
+	Step, ID, Nickname, Created, LastUsed string
+	Removable                             bool
+}
+
+// securityKeys lists the user's keys for the status page.
+func (g *Gateway) securityKeys(r *http.Request, s *stepup.Session) []keyRow {
+	for _, name := range g.Engine.Hierarchy.Names() {
+		m, ok := g.Engine.Methods[name].(*webauthn.Method)
+		if !ok {
+			continue
+		}
+		creds, err := m.Credentials(r.Context(), s.User)
+		if err != nil {
+			return nil
+		}
+		var rows []keyRow
+		for _, c := range creds {
+			row := keyRow{Step: name, ID: c.ID(), Nickname: c.Nickname, Created: c.Created.UTC().Format("2006-01-02 15:04 UTC"), LastUsed: "never"}
+			if !c.LastUsed.IsZero() {
+				row.LastUsed = c.LastUsed.UTC().Format("2006-01-02 15:04 UTC")
+			}
+			row.Removable = len(creds) > 1 || !g.adminRegistersKeys()
+			rows = append(rows, row)
+		}
+		return rows // keys belong to the user, whichever WebAuthn tier lists them
+	}
+	return nil
+}
+
+func writeRawJSON(w http.ResponseWriter, raw []byte) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, err := w.Write(raw)
+	return err
+}
+
+func writeJSONOK(w http.ResponseWriter, v any) error {
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// ceremonyURLs are the begin and finish URLs of a step's WebAuthn ceremony.
+func ceremonyURLs(prefix, tier string, p challengeParams) (string, string) {
+	q := p.query().Encode()
+	base := prefix + "/webauthn/" + url.PathEscape(tier)
+	return base + "/begin?" + q, base + "/finish?" + q
+}

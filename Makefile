@@ -6,7 +6,7 @@ BIN      := bin
 # A local --with replacement must not be looked up in the module proxy: keep
 # the configured proxy but never fall through to a direct fetch.
 PROXY    := $(shell $(GO) env GOPROXY | cut -d, -f1)|off
-APT_PKGS := wrk oathtool freeradius
+APT_PKGS := wrk oathtool freeradius chromium
 
 export GOTOOLCHAIN ?= local
 

@@ -119,7 +119,7 @@ func (s *server) caddyfile(global, site string) string {
 	}
 ` + global + `
 }
-http://127.0.0.1:{PORT} {
+http://127.0.0.1:{PORT}, http://localhost:{PORT} {
 ` + site + `
 }
 `)

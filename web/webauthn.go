@@ -85,12 +85,18 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 			q.Set("step", tier)
 			return jsonError(w, http.StatusConflict, "No security key is registered for your account.", "next", e.Prefix+"/enroll/webauthn?"+q.Encode())
 		}
+		if errors.Is(err, webauthn.ErrRelyingParty) {
+			return jsonError(w, http.StatusBadRequest, "Security keys cannot be used on this address. Open the site by its name, not an IP address.")
+		}
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
 		o, err := m.FinishLogin(r, tier, s.Owner, s.User, body)
+		if errors.Is(err, webauthn.ErrRelyingParty) {
+			return jsonError(w, http.StatusBadRequest, "Security keys cannot be used on this address. Open the site by its name, not an IP address.")
+		}
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
@@ -167,12 +173,18 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 			}
 		}
 		opts, err := m.BeginRegistration(r, step, s.Owner, s.User, req.Nickname)
+		if errors.Is(err, webauthn.ErrRelyingParty) {
+			return jsonError(w, http.StatusBadRequest, "Security keys cannot be used on this address. Open the site by its name, not an IP address.")
+		}
 		if err != nil {
 			return jsonError(w, http.StatusBadRequest, "Choose a name of at most 64 characters for the key.")
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
 		o, err := m.FinishRegistration(r, step, s.Owner, s.User, body)
+		if errors.Is(err, webauthn.ErrRelyingParty) {
+			return jsonError(w, http.StatusBadRequest, "Security keys cannot be used on this address. Open the site by its name, not an IP address.")
+		}
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}

@@ -139,6 +139,12 @@ func TestExampleCaddyfile(t *testing.T) {
 	if code, body := submit(page, url.Values{"code": {"123456"}}); code != 200 || !strings.Contains(body, `id="payments"`) {
 		t.Fatalf("after the RADIUS step: %d %s", code, body)
 	}
+	// Settings: the security key tier above otp; Alice has no key yet and
+	// registers one herself (the browser part is tested with Chromium in
+	// caddymodule).
+	if code, body := get("/settings/"); code != 200 || !strings.Contains(body, "Register a security key") || !strings.Contains(body, "/assets/webauthn.js") {
+		t.Fatalf("settings did not lead to key registration: %d %s", code, body)
+	}
 	if code, body := get("/_stepup/"); code != 200 || !strings.Contains(body, "Log off at otp") {
 		t.Fatalf("status page: %d %s", code, body)
 	}

@@ -46,7 +46,7 @@ func (d *Demo) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 var page = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}} · Demo app</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 42rem; margin: 2rem auto">
-<nav><a href="/">Home</a> · <a href="/reports/">Reports</a> · <a href="/payments/">Payments</a> · <a href="/admin/">Admin</a> · <a href="/_stepup/">Your session</a></nav>
+<nav><a href="/">Home</a> · <a href="/reports/">Reports</a> · <a href="/payments/">Payments</a> · <a href="/admin/">Admin</a> · <a href="/settings/">Settings</a> · <a href="/_stepup/">Your session</a></nav>
 <h1>{{.Title}}</h1>
 {{if .User}}<p>Signed in as <strong id="user">{{.User}}</strong> holding <code id="tiers">{{.Tiers}}</code>{{with .Roles}} (roles {{.}}){{end}}.</p>{{else}}<p>Not signed in.</p>{{end}}
 {{.Body}}
@@ -64,7 +64,10 @@ func (Demo) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handle
 	switch {
 	case p == "/":
 		v.Title = "Welcome"
-		v.Body = `<p>This page is public. <a href="/reports/">Reports</a> need a sign-in; <a href="/payments/">payments</a> a one-time code checked by a RADIUS server on top; the <a href="/admin/">admin area</a> a security code from an authenticator app, entered within the last five minutes.</p>`
+		v.Body = `<p>This page is public. <a href="/reports/">Reports</a> need a sign-in; <a href="/payments/">payments</a> a one-time code checked by a RADIUS server on top; the <a href="/admin/">admin area</a> a security code from an authenticator app, entered within the last five minutes; <a href="/settings/">settings</a> a security key on top of that.</p>`
+	case p == "/settings" || strings.HasPrefix(p, "/settings/"):
+		v.Title = "Security settings"
+		v.Body = `<p id="settings">Only a security key (or your device's biometrics) opens this page.</p>`
 	case p == "/payments" || strings.HasPrefix(p, "/payments/"):
 		v.Title = "Payments"
 		v.Body = `<p id="payments">Outgoing payments this week: 3, total 12 400.</p>`

@@ -153,9 +153,21 @@ func (m *Method) Verify(context.Context, *stepup.Attempt) (*stepup.Outcome, erro
 	return &stepup.Outcome{Result: stepup.Rejected, Reason: "webauthn_needs_ceremony", Message: "Use the button to sign in with your security key."}, nil
 }
 
+// ErrRelyingParty means WebAuthn cannot work on this address: browsers
+// refuse an IP address as relying party, and so does go-webauthn.
+var ErrRelyingParty = errors.New("security keys cannot be used on this address")
+
 // relyingParty builds the go-webauthn instance for a request: configured
 // values, or the request's own host and origin.
 func (m *Method) relyingParty(r *http.Request) (*gowebauthn.WebAuthn, error) {
+	wa, err := m.newRelyingParty(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRelyingParty, err)
+	}
+	return wa, nil
+}
+
+func (m *Method) newRelyingParty(r *http.Request) (*gowebauthn.WebAuthn, error) {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -321,16 +333,16 @@ var ErrNoCredentials = errors.New("no security key registered")
 
 // BeginLogin returns the options of an assertion for the user's keys.
 func (m *Method) BeginLogin(r *http.Request, tier, owner, name string) ([]byte, error) {
-	wa, err := m.relyingParty(r)
-	if err != nil {
-		return nil, err
-	}
 	u, _, err := m.user(r.Context(), name)
 	if err != nil {
 		return nil, err
 	}
 	if len(u.creds) == 0 {
 		return nil, ErrNoCredentials
+	}
+	wa, err := m.relyingParty(r)
+	if err != nil {
+		return nil, err
 	}
 	opts, sd, err := wa.BeginLogin(u, gowebauthn.WithUserVerification(m.uv))
 	if err != nil {

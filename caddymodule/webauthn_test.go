@@ -248,3 +248,23 @@ func TestWebAuthnCeremonyNeedsTheCSRFHeader(t *testing.T) {
 		t.Fatalf("begin without a registered key: %d %s", r.StatusCode, r.body)
 	}
 }
+
+func TestWebAuthnConfigErrors(t *testing.T) {
+	s := startCaddy(t, global(t), site)
+	base := "secret \"" + testSecret + "\"\nuser alice \"" + hashFor(t, "x") + "\"\ntier login {\nmethod password\nmax_age 1h\n}\n"
+	for _, tt := range []struct{ method, want string }{
+		{"method webauthn {\nuser_verification always\n}", "user_verification must be required, preferred or discouraged"},
+		{"method webauthn {\nattestation enterprise\n}", "attestation must be none, indirect or direct"},
+		{"method webauthn {\nresident_key maybe\n}", "resident_key must be discouraged, preferred or required"},
+		{"method webauthn {\nauthenticators not-a-uuid\n}", `"not-a-uuid" is not an AAGUID`},
+		{"method webauthn {\norigins app.example.com\n}", "is not an origin"},
+		{"method webauthn {\nenroll admin\n}", `enroll: want "self"`},
+		{"method webauthn {\ndigits 6\n}", `method webauthn has no option "digits"`},
+		{"method totp {\nenroll self\nrp_id x\n}", `method totp has no option "rp_id"`},
+	} {
+		err := s.load("stepup {\n"+base+"tier key {\nbase login\n"+tt.method+"\nmax_age 5m\n}\n}", "stepup\nrespond ok")
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: got %v, want %q", tt.method, err, tt.want)
+		}
+	}
+}

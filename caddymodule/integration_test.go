@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"net/http"
 	"net/url"
 	"strings"
@@ -801,5 +803,79 @@ https://localhost:{HTTPS} {
 	}
 	if r := b.get(base + "/reports/x"); r.StatusCode != 200 || !strings.Contains(r.body, "user=alice") {
 		t.Fatalf("signed in over HTTPS: %d %q", r.StatusCode, r.body)
+	}
+}
+
+func TestTransactionSetsTakeAnyCaddyMatcher(t *testing.T) {
+	s := startCaddy(t, global(t), `
+	stepup {
+		transaction risky_header {
+			match {
+				header X-Risk high
+			}
+			tier sudo
+		}
+		transaction deletes {
+			match {
+				expression {method} == "DELETE" && path('/records/*')
+			}
+			tier login
+		}
+		transaction either {
+			match {
+				path /a/*
+			}
+			match {
+				query danger=1
+			}
+			tier login
+		}
+	}
+	respond "ok user={http.stepup.user}"
+`)
+	b := s.browser()
+	for _, tc := range []struct {
+		method, path string
+		headers      []string
+		status       int
+	}{
+		{"GET", "/x", []string{"X-Risk", "high"}, http.StatusSeeOther},
+		{"GET", "/x", []string{"X-Risk", "low"}, 200},
+		{"DELETE", "/records/1", nil, http.StatusUnauthorized}, // an API call: 401
+		{"GET", "/records/1", nil, 200},
+		{"GET", "/a/b", nil, http.StatusSeeOther},
+		{"GET", "/z?danger=1", nil, http.StatusSeeOther},
+		{"GET", "/z?danger=0", nil, 200},
+	} {
+		h := append([]string{"Accept", "application/json"}, tc.headers...)
+		if tc.status == http.StatusSeeOther {
+			h = append([]string{"Accept", "text/html"}, tc.headers...)
+		}
+		if r := b.do(tc.method, tc.path, nil, h...); r.StatusCode != tc.status {
+			t.Errorf("%s %s %v: %d, want %d", tc.method, tc.path, tc.headers, r.StatusCode, tc.status)
+		}
+	}
+}
+
+func TestGeneratedSecretIsKeptInStorage(t *testing.T) {
+	noSecret := strings.Replace(global(t), `secret "`+testSecret+`"`, "", 1)
+	s := startCaddy(t, noSecret, site)
+	b := s.browser()
+	b.login("login", "/", creds("alice", "alice-pw"))
+	raw, err := os.ReadFile(filepath.Join(s.dir, "storage", "stepup", "secret"))
+	if err != nil || len(raw) < 32 {
+		t.Fatalf("generated secret not in storage: %v (%d bytes)", err, len(raw))
+	}
+	// A reload (and so a restart with the same storage) keeps the secret,
+	// so the cookie still decrypts.
+	if err := s.load(noSecret, site); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.get("/reports/x"); r.StatusCode != 200 {
+		t.Fatalf("session lost with a generated secret: %d", r.StatusCode)
+	}
+	again, _ := os.ReadFile(filepath.Join(s.dir, "storage", "stepup", "secret"))
+	if string(again) != string(raw) {
+		t.Fatal("the generated secret changed")
 	}
 }

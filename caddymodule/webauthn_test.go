@@ -268,3 +268,32 @@ func TestWebAuthnConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestWebAuthnLastKeyStaysWhileTheAdministratorRegistersKeys(t *testing.T) {
+	g := strings.Replace(webauthnGlobal(t), `		tier approved {`, `		tier adminkey {
+			base login
+			method webauthn
+			max_age 5m
+		}
+		tier approved {`, 1)
+	s := startCaddy(t, g, webauthnSite)
+	c := startChrome(t, s)
+	enrol(t, c, "alice", "alice-pw", "Only key")
+	c.open("/_stepup/")
+	c.waitText("Only key")
+	if !strings.Contains(c.body(), "only key") {
+		t.Fatalf("the only key is offered for removal:\n%s", c.body())
+	}
+	id := base64.RawURLEncoding.EncodeToString(c.credentials()[0].CredentialID)
+	status := c.eval(`(async () => {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const r = await fetch('/_stepup/webauthn/remove', {method: 'POST', credentials: 'same-origin',
+    body: new URLSearchParams({csrf_token: csrf, step: 'key', id: '` + id + `'})});
+  return String(r.status);
+})()`)
+	if status != "409" {
+		t.Fatalf("removing the last key: status %s", status)
+	}
+	c.open("/_stepup/")
+	c.waitText("Only key")
+}

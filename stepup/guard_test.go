@@ -111,3 +111,36 @@ func TestDeriveKeys(t *testing.T) {
 		t.Fatal("generated secret too short")
 	}
 }
+
+func TestChallengeRoundsExpireAndAreUsedOnce(t *testing.T) {
+	c := newClock()
+	h := testHierarchy(t)
+	methods := map[string]Method{}
+	for _, n := range h.Names() {
+		methods[n] = NewPassword(map[string]*User{"alice": {Name: "alice"}}, n == "login")
+	}
+	e, err := NewEngine(EngineConfig{Hierarchy: h, Methods: methods, Store: store.NewMemory(0, c.Now), Keys: testKeys(t), Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	id, err := e.KeepRound(ctx, "owner", &Round{Prompt: "next", State: []byte("s"), Expires: c.Now().Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.TakeRound(ctx, "other-owner", id); err == nil {
+		t.Fatal("another session took the round")
+	}
+	if rd, err := e.TakeRound(ctx, "owner", id); err != nil || string(rd.State) != "s" {
+		t.Fatalf("TakeRound = %+v, %v", rd, err)
+	}
+	if _, err := e.TakeRound(ctx, "owner", id); err == nil {
+		t.Fatal("a round was taken twice")
+	}
+	id, _ = e.KeepRound(ctx, "owner", &Round{Prompt: "next", Expires: c.Now().Add(time.Minute)})
+	c.Advance(time.Minute)
+	if _, err := e.TakeRound(ctx, "owner", id); err == nil {
+		t.Fatal("an expired round was taken")
+	}
+}

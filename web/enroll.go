@@ -57,14 +57,8 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
-	if v.Get("tier") == "" && v.Get("target") == "" {
-		v.Set("tier", step)
-	}
-	p, ok := g.parseChallenge(v)
-	if !ok || (p.target != step && !e.Hierarchy.IsAbove(p.target, step)) {
-		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
-	}
-	if ok, err := g.mayEnrol(w, r, s, m, step, p); !ok {
+	p, ok, err := g.enrolWalk(w, r, s, m, step, v)
+	if !ok {
 		return err
 	}
 	ctx := r.Context()
@@ -121,6 +115,22 @@ func (g *Gateway) enrolPermissionFor(s *stepup.Session, m stepup.Enroller, step 
 		return enrolAllowed
 	}
 	return enrolRefused
+}
+
+// enrolWalk reads the walk an enrolment page is part of (the step's tier
+// by default) and checks that the user may enrol now; when not, it has
+// answered.
+func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, v url.Values) (challengeParams, bool, error) {
+	e := g.Engine
+	if v.Get("tier") == "" && v.Get("target") == "" {
+		v.Set("tier", step)
+	}
+	p, ok := g.parseChallenge(v)
+	if !ok || (p.target != step && !e.Hierarchy.IsAbove(p.target, step)) {
+		return p, false, g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+	}
+	ok, err := g.mayEnrol(w, r, s, m, step, p)
+	return p, ok, err
 }
 
 // mayEnrol applies enrolPermissionFor for a page: a user who must step up

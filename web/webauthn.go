@@ -124,14 +124,8 @@ func (g *Gateway) webauthnEnrolPage(w http.ResponseWriter, r *http.Request, s *s
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
-	if v.Get("tier") == "" && v.Get("target") == "" {
-		v.Set("tier", step)
-	}
-	p, ok := g.parseChallenge(v)
-	if !ok || (p.target != step && !e.Hierarchy.IsAbove(p.target, step)) {
-		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
-	}
-	if ok, err := g.mayEnrol(w, r, s, m, step, p); !ok {
+	p, ok, err := g.enrolWalk(w, r, s, m, step, v)
+	if !ok {
 		return err
 	}
 	q := p.query()

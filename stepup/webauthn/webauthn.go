@@ -371,13 +371,9 @@ func (m *Method) FinishLogin(r *http.Request, tier, owner, name string, body []b
 	if err != nil {
 		return rejected(name, "assertion_malformed", "Your security key's answer could not be read. Try again."), nil
 	}
-	wa, err := m.relyingParty(r)
-	if err != nil {
-		return nil, err
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	u, creds, err := m.user(ctx, name)
+	wa, u, creds, err := m.ceremony(r, name)
 	if err != nil {
 		return nil, err
 	}
@@ -405,6 +401,17 @@ func (m *Method) FinishLogin(r *http.Request, tier, owner, name string, body []b
 		return nil, err
 	}
 	return &stepup.Outcome{Result: stepup.Accepted, User: name, Credential: "webauthn:" + base64.RawURLEncoding.EncodeToString(cred.ID)}, nil
+}
+
+// ceremony returns what finishing a ceremony needs: the relying party of
+// the request and the user with their keys. The caller holds m.mu.
+func (m *Method) ceremony(r *http.Request, name string) (*gowebauthn.WebAuthn, *user, []Credential, error) {
+	wa, err := m.relyingParty(r)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u, creds, err := m.user(r.Context(), name)
+	return wa, u, creds, err
 }
 
 // MaxNickname bounds a key's nickname.
@@ -452,13 +459,9 @@ func (m *Method) FinishRegistration(r *http.Request, tier, owner, name string, b
 	if err != nil {
 		return rejected(name, "attestation_malformed", "The new security key's answer could not be read. Try again."), nil
 	}
-	wa, err := m.relyingParty(r)
-	if err != nil {
-		return nil, err
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	u, creds, err := m.user(ctx, name)
+	wa, u, creds, err := m.ceremony(r, name)
 	if err != nil {
 		return nil, err
 	}

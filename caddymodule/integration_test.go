@@ -879,3 +879,34 @@ func TestGeneratedSecretIsKeptInStorage(t *testing.T) {
 		t.Fatal("the generated secret changed")
 	}
 }
+
+func TestKeptNavigationNeverRedirectsOffSite(t *testing.T) {
+	s := startCaddy(t, global(t), `
+	stepup {
+		transaction everything {
+			match {
+				path *
+			}
+			tier sudo
+			max_age 0
+		}
+	}
+	respond "ok"
+`)
+	b := s.browser()
+	b.login("sudo", "/", creds("alice", "alice-pw"), pw("alice-pw"))
+	// A request line of "//evil.example/x" (a path, to the server).
+	r := b.get(s.base + "//evil.example/x")
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("status %d", r.StatusCode)
+	}
+	page := b.get(b.location(r))
+	done := b.stepUp(page, pw("alice-pw"))
+	loc := b.location(b.get(b.location(done)))
+	if strings.HasPrefix(loc, "//") || strings.Contains(loc, "evil.example") && !strings.HasPrefix(loc, "/") {
+		t.Fatalf("redirected off-site: %q", loc)
+	}
+	if u := mustURL(s.base + loc); u.Host != mustURL(s.base).Host {
+		t.Fatalf("redirected to another host: %q", loc)
+	}
+}

@@ -151,8 +151,8 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 	}
 	q.Set("pending", pr.ID)
 	q.Set("return", returnFor(r, e.Prefix))
-	if pr.Method == http.MethodGet || pr.Method == http.MethodHead {
-		q.Set("return", pr.URI)
+	if u, ok := stepup.SafeReturn(pr.URI, e.Prefix); ok && (pr.Method == http.MethodGet || pr.Method == http.MethodHead) {
+		q.Set("return", u)
 	}
 	http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 	return nil

@@ -312,10 +312,17 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		if _, err := e.TakePending(r.Context(), s.Owner, kept.ID); err != nil {
 			return g.challengeExpired(w, r)
 		}
+		// The kept URI came from a request line: only a same-origin path
+		// is followed ("//host/…" would leave the site).
+		target, ok := stepup.SafeReturn(kept.URI, e.Prefix)
+		if !ok {
+			http.Redirect(w, r, p.ret, http.StatusSeeOther)
+			return nil
+		}
 		if err := e.Grant(r.Context(), s.Owner, kept.Method, kept.URI, kept.SteppedUp); err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		http.Redirect(w, r, kept.URI, http.StatusSeeOther)
+		http.Redirect(w, r, target, http.StatusSeeOther)
 		return nil
 	}
 	http.Redirect(w, r, e.Prefix+"/resume/"+kept.ID, http.StatusSeeOther)

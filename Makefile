@@ -66,6 +66,8 @@ load: deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSafeReturn -fuzztime 20s ./stepup
 	$(GO) test -run '^$$' -fuzz FuzzSessionCookie -fuzztime 20s ./stepup
+	$(GO) test -run '^$$' -fuzz FuzzParsePasswordHash -fuzztime 20s ./stepup
+	$(GO) test -run '^$$' -fuzz FuzzResponse -fuzztime 20s ./stepup/radius
 
 clean:
 	rm -rf $(BIN)

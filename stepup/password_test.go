@@ -114,3 +114,23 @@ func TestPasswordMethod(t *testing.T) {
 		t.Fatal("prompts")
 	}
 }
+
+// FuzzParsePasswordHash: configured hashes are parsed at load; nothing
+// makes the parser panic, and what it accepts is usable.
+func FuzzParsePasswordHash(f *testing.F) {
+	for _, s := range []string{caddyBcrypt, caddyArgon2id, "$argon2id$v=19$m=1,t=1,p=1$AA$AAAAAAAAAAAAAAAAAAAAAA", "$2y$04$", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParsePasswordHash(s)
+		if err != nil {
+			return
+		}
+		if h.bcrypt == nil && h.argon == nil {
+			t.Fatal("accepted a hash with no algorithm")
+		}
+		if h.argon != nil && (h.argon.memory > 4<<20 || h.argon.threads == 0 || len(h.argon.key) < 16) {
+			t.Fatalf("accepted unusable argon2id parameters: %+v", h.argon)
+		}
+	})
+}

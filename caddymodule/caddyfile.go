@@ -83,6 +83,7 @@ func init() {
 //			pending {
 //				max_body    <bytes>
 //				per_session <n>
+//				per_client  <n>
 //				ttl         <duration>
 //			}
 //		}
@@ -322,6 +323,8 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 				c.Pending.MaxBody = int64(n)
 			case "per_session":
 				return intInto(d, &c.Pending.PerSession)
+			case "per_client":
+				return intInto(d, &c.Pending.PerClient)
 			case "ttl":
 				return durationInto(d, &c.Pending.TTL)
 			default:

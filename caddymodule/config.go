@@ -224,6 +224,9 @@ type PendingConfig struct {
 	PerSession int `json:"per_session,omitempty"`
 	// TTL is how long a kept request waits. Default: 10m.
 	TTL caddy.Duration `json:"ttl,omitempty"`
+	// PerClient is how many requests one client IP may have kept within
+	// TTL, whatever its sessions. Default: 50.
+	PerClient int `json:"per_client,omitempty"`
 }
 
 // auditLog names the audit logger ("http.handlers.stepup.audit") so that
@@ -351,7 +354,7 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		ec.Limits = stepup.Limits{PerUser: l.PerUser, PerClient: l.PerClient, Window: time.Duration(l.Window)}
 	}
 	if p := c.Pending; p != nil {
-		ec.Pending = stepup.PendingLimits{MaxBody: p.MaxBody, PerSession: p.PerSession, TTL: time.Duration(p.TTL)}
+		ec.Pending = stepup.PendingLimits{MaxBody: p.MaxBody, PerSession: p.PerSession, TTL: time.Duration(p.TTL), PerClient: p.PerClient}
 	}
 	if b.engine, err = stepup.NewEngine(ec); err != nil {
 		b.release()

@@ -910,3 +910,45 @@ func TestKeptNavigationNeverRedirectsOffSite(t *testing.T) {
 		t.Fatalf("redirected to another host: %q", loc)
 	}
 }
+
+func TestUpstreamNeverSeesTheModulesCookies(t *testing.T) {
+	s := startCaddy(t, global(t), `
+	stepup {
+		transaction reports {
+			match {
+				path /reports/*
+			}
+			tier login
+		}
+	}
+	respond "cookies=[{http.request.header.Cookie}]"
+`)
+	b := s.browser()
+	b.login("login", "/", creds("alice", "alice-pw"))
+	b.client.Jar.SetCookies(mustURL(s.base), []*http.Cookie{{Name: "app_pref", Value: "dark"}})
+	r := b.get("/reports/x")
+	if r.StatusCode != 200 || strings.Contains(r.body, "stepup_") || !strings.Contains(r.body, "app_pref=dark") {
+		t.Fatalf("upstream saw: %q", r.body)
+	}
+	if r := s.browser().get("/public"); r.body != "cookies=[]" {
+		t.Fatalf("without cookies: %q", r.body)
+	}
+}
+
+func TestKeptRequestsAreBoundedPerClient(t *testing.T) {
+	g := strings.Replace(global(t), "limits {", "pending {\n\t\t\tper_client 3\n\t\t}\n\t\tlimits {", 1)
+	s := startCaddy(t, g, site)
+	for i := 0; i < 3; i++ {
+		// A new client without cookies each time: a fresh session each time.
+		if r := s.browser().do(http.MethodPost, "/admin/x", url.Values{"i": {"1"}}); r.StatusCode != http.StatusSeeOther {
+			t.Fatalf("kept request %d: %d", i, r.StatusCode)
+		}
+	}
+	r := s.browser().do(http.MethodPost, "/admin/x", url.Values{"i": {"1"}})
+	if r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth kept request from one client: %d", r.StatusCode)
+	}
+	if s.findAudit("rate_limited", map[string]string{"reason": "too_many_kept_requests_from_client"}) == nil {
+		t.Fatal("no audit record")
+	}
+}

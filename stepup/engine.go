@@ -20,8 +20,10 @@ type Engine struct {
 	Store    Store
 	CSRF     *CSRF
 	Limiter  *Limiter
-	Audit    *Audit
-	Pending  PendingLimits
+	// KeepLimiter bounds the requests one client may have kept for replay.
+	KeepLimiter *Limiter
+	Audit       *Audit
+	Pending     PendingLimits
 	// Prefix of the module's own pages.
 	Prefix string
 	// Now is the clock; tests replace it.
@@ -69,7 +71,8 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 	e := &Engine{
 		Hierarchy: c.Hierarchy, Methods: c.Methods, Store: c.Store,
 		CSRF: NewCSRF(c.Keys, ""), Limiter: NewLimiter(c.Limits, c.Store),
-		Audit: c.Audit, Pending: c.Pending, Prefix: c.Prefix, Now: c.Now,
+		KeepLimiter: NewLimiter(Limits{PerClient: c.Pending.PerClient, Window: c.Pending.TTL}, c.Store),
+		Audit:       c.Audit, Pending: c.Pending, Prefix: c.Prefix, Now: c.Now,
 		ClientIP: c.ClientIP, RequestID: c.RequestID,
 	}
 	for _, name := range c.Hierarchy.Names() {
@@ -97,6 +100,55 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// StripCookies removes the module's own cookies (session, CSRF) from a
+// request before it goes upstream: the session cookie is a bearer
+// credential the application behind has no use for and must not see.
+// A request that carries only the module's cookies costs no allocation.
+func (e *Engine) StripCookies(r *http.Request) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	session, csrf := e.Sessions.CookieName(r), e.CSRF.name(r)
+	own := func(part string) bool {
+		name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+		return name == "" || name == session || name == csrf
+	}
+	foreign, mine := 0, 0
+	for _, l := range lines {
+		for rest := l; rest != ""; {
+			var part string
+			part, rest, _ = strings.Cut(rest, ";")
+			if own(part) {
+				mine++
+			} else {
+				foreign++
+			}
+		}
+	}
+	switch {
+	case mine == 0:
+		return
+	case foreign == 0:
+		r.Header.Del("Cookie")
+		return
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		for rest := l; rest != ""; {
+			var part string
+			part, rest, _ = strings.Cut(rest, ";")
+			if !own(part) {
+				if b.Len() > 0 {
+					b.WriteString("; ")
+				}
+				b.WriteString(strings.TrimSpace(part))
+			}
+		}
+	}
+	r.Header["Cookie"] = []string{b.String()}
 }
 
 // Close releases the engine's caches.

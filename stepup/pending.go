@@ -21,6 +21,8 @@ type PendingLimits struct {
 	PerSession int
 	// TTL is how long a kept request waits for the step-up.
 	TTL time.Duration
+	// PerClient is how many requests one client IP may have kept per TTL.
+	PerClient int
 }
 
 func (l *PendingLimits) defaults() {
@@ -32,6 +34,9 @@ func (l *PendingLimits) defaults() {
 	}
 	if l.TTL <= 0 {
 		l.TTL = 10 * time.Minute
+	}
+	if l.PerClient <= 0 {
+		l.PerClient = 50
 	}
 }
 

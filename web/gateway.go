@@ -92,6 +92,7 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	if g.SetVars != nil {
 		g.SetVars(r, v)
 	}
+	e.StripCookies(r)
 	return next.ServeHTTP(w, r)
 }
 
@@ -127,14 +128,19 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 		return nil
 	}
-	// Keep the request, body and all, for replay after the step-up.
+	// Keep the request, body and all, for replay after the step-up. Every
+	// kept request counts against the client's budget before anything is
+	// stored: a client without a cookie would otherwise get a fresh session,
+	// and a fresh per-session allowance, each time.
+	ip := e.ClientIP(r)
+	if e.KeepLimiter.Blocked(r.Context(), "", "", ip) {
+		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "too_many_kept_requests_from_client"})
+		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
+	}
+	e.KeepLimiter.Failed(r.Context(), "", "", ip)
 	s, err := e.Anonymous(w, r, ev.Session)
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
-	}
-	if e.Limiter.Blocked(r.Context(), "pending", "", e.ClientIP(r)) {
-		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "too_many_kept_requests_from_client"})
-		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
 	}
 	pr, err := e.Keep(r.Context(), s.Owner, r, m)
 	switch {
@@ -144,7 +150,6 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 			"This action needs a stronger sign-in, and the data you sent is too large to hold while you do. Step up first, then send it again.",
 			e.Prefix+"/challenge?"+q.Encode(), "Step up")
 	case errors.Is(err, stepup.ErrTooManyPending):
-		e.Limiter.Failed(r.Context(), "pending", "", e.ClientIP(r))
 		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many held requests", "Too many of your requests are waiting for a step-up. Finish or discard them first.", e.Prefix+"/", "Your session")
 	case err != nil:
 		return &HTTPError{http.StatusInternalServerError, err}

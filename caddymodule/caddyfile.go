@@ -19,7 +19,9 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("stepup", httpcaddyfile.After, "forward_auth")
 }
 
-// parseGlobalOption parses the global `stepup` option:
+// parseGlobalOption parses the global `stepup` option.
+//
+// Syntax:
 //
 //	{
 //		stepup {
@@ -116,7 +118,9 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 	return handler, err
 }
 
-// UnmarshalCaddyfile parses the `stepup` handler directive:
+// UnmarshalCaddyfile parses the `stepup` handler directive.
+//
+// Syntax:
 //
 //	stepup [<matcher>] {
 //		default public|<tier>

@@ -103,8 +103,6 @@ type Policy struct {
 	Default string
 	// Stages run, in order, once every tier requirement holds.
 	Stages []Stage
-	// perRequest is true when some set needs a step-up per request.
-	perRequest bool
 }
 
 // ErrMatcher wraps a matcher failure: the request is refused.
@@ -145,15 +143,9 @@ func NewPolicy(h *tiers.Hierarchy, sets []TransactionSet, def string, stages ...
 			return nil, fmt.Errorf("transaction set %q: risk must be low, medium, high or critical, not %q", s.Name, s.Risk)
 		}
 		seen[s.Name] = true
-		if s.PerRequest() {
-			p.perRequest = true
-		}
 	}
 	return p, nil
 }
-
-// PerRequest reports whether any set requires a step-up per request.
-func (p *Policy) PerRequest() bool { return p.perRequest }
 
 // Decide evaluates a request: every matching set's requirement must hold
 // (a conjunction); a request matching none gets the default requirement.

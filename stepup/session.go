@@ -98,19 +98,6 @@ func (s *Session) Clone() *Session {
 	return c
 }
 
-// Ephemeral reports whether the session is not stored.
-func (s *Session) Ephemeral() bool { return s.ephemeral }
-
-// HasRole reports whether the user has the role.
-func (s *Session) HasRole(role string) bool {
-	for _, r := range s.Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
-}
-
 // PlaceholderValues returns the values of the http.stepup.* placeholders,
 // computed once per cached session so the hot path does not allocate them.
 func (s *Session) PlaceholderValues(h *tiers.Hierarchy) *Vars {

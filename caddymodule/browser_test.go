@@ -208,3 +208,18 @@ func (c *chrome) cloneWithCounter(cred *webauthn.Credential, n float64) {
 		c.t.Fatalf("AddCredential: %v", err)
 	}
 }
+
+// withoutJSONHelpers removes the WebAuthn JSON helpers from the page, as
+// older browsers lack them, so that the script's base64url fallback runs.
+func (c *chrome) withoutJSONHelpers() {
+	c.t.Helper()
+	out := c.eval(`(async () => {
+  delete PublicKeyCredential.parseCreationOptionsFromJSON;
+  delete PublicKeyCredential.parseRequestOptionsFromJSON;
+  delete PublicKeyCredential.prototype.toJSON;
+  return [typeof PublicKeyCredential.parseCreationOptionsFromJSON, typeof PublicKeyCredential.parseRequestOptionsFromJSON, typeof PublicKeyCredential.prototype.toJSON].join(',');
+})()`)
+	if out != "undefined,undefined,undefined" {
+		c.t.Fatalf("the JSON helpers could not be removed: %s", out)
+	}
+}

@@ -352,13 +352,13 @@ func adaptCaddyfile(src string) ([]byte, []caddyconfig.Warning, error) {
 func loadJSON(cfg []byte) error { return caddy.Load(cfg, true) }
 
 // stepUpForm posts the page's hidden fields plus fields to action.
-func (b *browser) stepUpForm(page response, action string, fields url.Values) response {
+func (b *browser) stepUpForm(page response, action string, fields url.Values, headers ...string) response {
 	b.t.Helper()
 	form := hidden(page.body)
 	for k, v := range fields {
 		form[k] = v
 	}
-	return b.post(action, form)
+	return b.post(action, form, headers...)
 }
 
 // caddyContext is a bare Caddy context for building configurations

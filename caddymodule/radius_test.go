@@ -115,6 +115,27 @@ func TestRADIUSStepUpThroughTheModule(t *testing.T) {
 		}
 	})
 
+	t.Run("wrong codes are rate limited", func(t *testing.T) {
+		b := s.browser()
+		b.login("login", "/", creds("dave", "dave-pw"))
+		page := b.get(b.location(b.get("/token/x")))
+		for i := 0; ; i++ {
+			if i > 5 {
+				t.Fatal("six rejected codes and no lockout (limits per_user defaults to 5)")
+			}
+			page = b.stepUp(page, url.Values{"code": {"111111"}})
+			if page.StatusCode == http.StatusTooManyRequests {
+				break
+			}
+		}
+		if !strings.Contains(page.body, "Too many failed attempts") {
+			t.Fatalf("lockout page: %s", page.body)
+		}
+		if s.findAudit("rate_limited", map[string]string{"user": "dave", "tier": "token"}) == nil {
+			t.Fatal("no audit record of the lockout")
+		}
+	})
+
 	t.Run("unavailable", func(t *testing.T) {
 		b := s.browser()
 		b.login("login", "/", creds("alice", "alice-pw"))

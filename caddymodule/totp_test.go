@@ -331,3 +331,60 @@ func TestTOTPConfigErrors(t *testing.T) {
 		t.Fatalf("totp option on a password tier: %v", err)
 	}
 }
+
+// Identities from earlier in the route have no stored session until they
+// need one; two such users enrolling at once must not share any state.
+func TestExternalUsersEnrollingAtOnceShareNothing(t *testing.T) {
+	g := `
+	stepup {
+		secret "` + testSecret + `"
+		tier sso {
+			method external
+			max_age 1h
+		}
+		tier otp {
+			base sso
+			method totp {
+				enroll self
+			}
+			max_age 30m
+		}
+	}`
+	st := `
+	basic_auth {
+		alice "` + hashFor(t, "alice-basic") + `"
+		bob "` + hashFor(t, "bob-basic") + `"
+	}
+	stepup {
+		default otp
+	}
+	respond "ok user={http.stepup.user} tiers={http.stepup.tiers}"
+`
+	s := startCaddy(t, g, st)
+	alice, bob := s.browser(), s.browser()
+	aAuth, bAuth := basic("alice", "alice-basic"), basic("bob", "bob-basic")
+	aPage := alice.get("/_stepup/enroll/totp?step=otp", "Authorization", aAuth)
+	bPage := bob.get("/_stepup/enroll/totp?step=otp", "Authorization", bAuth)
+	aKey := findSub(`<code id="manual-key">([A-Z2-7 ]+)</code>`, aPage.body)
+	bKey := findSub(`<code id="manual-key">([A-Z2-7 ]+)</code>`, bPage.body)
+	if aKey == "" || bKey == "" || aKey == bKey {
+		t.Fatalf("enrolment keys %q and %q", aKey, bKey)
+	}
+	if alice.cookie("stepup_session") == nil {
+		t.Fatal("the enrolment was not bound to a session of Alice's")
+	}
+	if qr := alice.get("/_stepup/enroll/totp/qr.png?step=otp", "Authorization", aAuth); qr.StatusCode != 200 {
+		t.Fatalf("Alice's QR code after Bob began his enrolment: %d", qr.StatusCode)
+	}
+	code := oathtool(t, s.clock.Now(), "--totp", "-b", strings.ReplaceAll(aKey, " ", ""))
+	done := alice.stepUpForm(aPage, "/_stepup/enroll/totp", url.Values{"code": {code}}, "Authorization", aAuth)
+	if done.StatusCode != http.StatusSeeOther {
+		t.Fatalf("Alice's confirmation: %d %s", done.StatusCode, done.body)
+	}
+	if r := alice.get("/x", "Authorization", aAuth); r.StatusCode != 200 || !strings.Contains(r.body, "user=alice tiers=sso,otp") {
+		t.Fatalf("Alice after enrolment: %d %q", r.StatusCode, r.body)
+	}
+	if r := bob.get("/x", "Authorization", bAuth); r.StatusCode == 200 {
+		t.Fatalf("Bob holds otp without enrolling: %q", r.body)
+	}
+}

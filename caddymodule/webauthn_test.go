@@ -56,13 +56,16 @@ const webauthnSite = `
 
 // enrol signs a user in and registers a key through the pages, as a person
 // clicking through them would, ending on the protected page.
-func enrol(t *testing.T, c *chrome, user, password, nickname string) {
+func enrol(t *testing.T, c *chrome, user, password, nickname string, fallback bool) {
 	t.Helper()
 	c.open("/vault/x")
 	c.signIn(user, password)
 	c.waitText("Register a security key")
 	if !strings.HasPrefix(c.path(), "/_stepup/enroll/webauthn?") {
 		t.Fatalf("not on the registration page: %s", c.path())
+	}
+	if fallback {
+		c.withoutJSONHelpers()
 	}
 	c.do(chromedpClear(`#nickname`), chromedpKeys(`#nickname`, nickname))
 	c.click(`#webauthn-start`)
@@ -131,6 +134,16 @@ func TestWebAuthnInChromium(t *testing.T) {
 	c.click(`#webauthn-start`)
 	c.waitTextStart("ok user=alice tier=key")
 
+	// The same, in a browser without the WebAuthn JSON helpers: the
+	// script's base64url fallback encodes and decodes by hand.
+	c.open("/_stepup/")
+	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
+	c.open("/vault/x")
+	c.waitText("Step 2 of 2: key")
+	c.withoutJSONHelpers()
+	c.click(`#webauthn-start`)
+	c.waitTextStart("ok user=alice tier=key")
+
 	// A replayed assertion: the same answer posted twice, and posted again
 	// for a new challenge; both refused.
 	c.open("/_stepup/")
@@ -190,12 +203,12 @@ const replayScript = `(async () => {
 func TestWebAuthnCredentialOfAnotherUserIsRefused(t *testing.T) {
 	s := startCaddy(t, webauthnGlobal(t), webauthnSite)
 	c := startChrome(t, s)
-	enrol(t, c, "alice", "alice-pw", "Alice's key")
+	enrol(t, c, "alice", "alice-pw", "Alice's key", false)
 	aliceID := base64.RawURLEncoding.EncodeToString(c.credentials()[0].CredentialID)
 	c.open("/_stepup/")
 	c.submit(`form[action="/_stepup/logout"] input[value="login"] ~ button`)
 	c.waitText("You are not signed in")
-	enrol(t, c, "bob", "bob-pw", "Bob's key")
+	enrol(t, c, "bob", "bob-pw", "Bob's key", true) // the script's base64url fallback
 	c.open("/_stepup/")
 	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
 	c.open("/vault/x")
@@ -278,7 +291,7 @@ func TestWebAuthnLastKeyStaysWhileTheAdministratorRegistersKeys(t *testing.T) {
 		tier approved {`, 1)
 	s := startCaddy(t, g, webauthnSite)
 	c := startChrome(t, s)
-	enrol(t, c, "alice", "alice-pw", "Only key")
+	enrol(t, c, "alice", "alice-pw", "Only key", false)
 	c.open("/_stepup/")
 	c.waitText("Only key")
 	if !strings.Contains(c.body(), "only key") {

@@ -14,8 +14,8 @@ import (
 // HMAC(key, nonce). A cross-site attacker can neither read the cookie nor
 // compute the MAC. It works before a session exists (the login form).
 type CSRF struct {
-	key        []byte
-	cookieName string
+	key                  []byte
+	cookieName, hostName string // hostName: "__Host-" prefixed, for HTTPS
 }
 
 // NewCSRF returns the token issuer.
@@ -23,12 +23,12 @@ func NewCSRF(keys Keys, cookieName string) *CSRF {
 	if cookieName == "" {
 		cookieName = "stepup_csrf"
 	}
-	return &CSRF{key: keys.CSRF, cookieName: cookieName}
+	return &CSRF{key: keys.CSRF, cookieName: cookieName, hostName: "__Host-" + cookieName}
 }
 
 func (c *CSRF) name(r *http.Request) string {
 	if r.TLS != nil {
-		return "__Host-" + c.cookieName
+		return c.hostName
 	}
 	return c.cookieName
 }

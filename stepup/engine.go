@@ -295,9 +295,11 @@ func (e *Engine) LogOff(w http.ResponseWriter, r *http.Request, s *Session, tier
 	return next, closed, nil
 }
 
-// Anonymous returns the session to keep state for a visitor with no session
-// yet (a kept request before the first login), creating and storing it.
-func (e *Engine) Anonymous(w http.ResponseWriter, r *http.Request, s *Session) (*Session, error) {
+// Persist returns a stored session for the request, to which owner-keyed
+// state (kept requests, challenge rounds, enrolments, ceremonies) can be
+// bound: the request's own, or, for a visitor with none yet or an
+// identity from earlier in the route that was never stored, one stored now.
+func (e *Engine) Persist(w http.ResponseWriter, r *http.Request, s *Session) (*Session, error) {
 	if s != nil && !s.ephemeral {
 		return s, nil
 	}
@@ -306,9 +308,6 @@ func (e *Engine) Anonymous(w http.ResponseWriter, r *http.Request, s *Session) (
 		next = s.Clone()
 	} else {
 		next = e.Sessions.New()
-	}
-	if next.Owner == "" {
-		next.Owner = randomToken(18)
 	}
 	if err := e.Sessions.Commit(w, r, next); err != nil {
 		return nil, err

@@ -76,6 +76,12 @@ func (l *Limiter) Blocked(ctx context.Context, tier, user, clientIP string) bool
 
 // Failed counts a failed attempt.
 func (l *Limiter) Failed(ctx context.Context, tier, user, clientIP string) {
+	l.Count(ctx, tier, user, clientIP)
+}
+
+// Count counts one use against the limits: a failed attempt, or one unit
+// of a budget such as requests kept for replay.
+func (l *Limiter) Count(ctx context.Context, tier, user, clientIP string) {
 	_, _ = l.store.Incr(ctx, clientKey(clientIP), l.limits.Window)
 	if user != "" {
 		_, _ = l.store.Incr(ctx, userKey(tier, user), l.limits.Window)

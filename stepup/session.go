@@ -156,10 +156,11 @@ const touchInterval = time.Minute
 // gorilla/sessions' Store, whose cookie options and codecs it uses; the hot
 // path (Load) bypasses gorilla's per-request registry to stay allocation-free.
 type Sessions struct {
-	cfg   SessionConfig
-	store Store
-	codec securecookie.Codec
-	now   func() time.Time
+	cfg        SessionConfig
+	hostCookie string // "__Host-" + the cookie name, for HTTPS, built once
+	store      Store
+	codec      securecookie.Codec
+	now        func() time.Time
 
 	// sessions caches decoded sessions by cookie value, which saves both
 	// the cookie's decryption and the store on the hot path.
@@ -185,7 +186,7 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	codec.SetSerializer(securecookie.NopEncoder{})
 	codec.MaxAge(int(cfg.Lifetime / time.Second))
 	codec.MaxLength(1024)
-	m := &Sessions{cfg: cfg, store: st, codec: codec, now: now, stop: make(chan struct{})}
+	m := &Sessions{cfg: cfg, hostCookie: "__Host-" + cfg.CookieName, store: st, codec: codec, now: now, stop: make(chan struct{})}
 	var err error
 	m.sessions, err = ristretto.NewCache(&ristretto.Config[string, *Session]{
 		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
@@ -208,7 +209,7 @@ func (m *Sessions) Close() {
 // CookieName is the name of the session cookie for this request.
 func (m *Sessions) CookieName(r *http.Request) string {
 	if r.TLS != nil {
-		return "__Host-" + m.cfg.CookieName
+		return m.hostCookie
 	}
 	return m.cfg.CookieName
 }
@@ -229,7 +230,8 @@ func (m *Sessions) options(r *http.Request, maxAge int) *sessions.Options {
 // (no cookie, a forged or expired cookie, an ended or idle session). It never
 // fails the request: an unreadable session is no session.
 func (m *Sessions) Load(r *http.Request) *Session {
-	value := cookieValue(r, m.CookieName(r))
+	name := m.CookieName(r)
+	value := cookieValue(r, name)
 	if value == "" {
 		return nil
 	}
@@ -244,7 +246,7 @@ func (m *Sessions) Load(r *http.Request) *Session {
 	}
 	if !ok {
 		var raw []byte
-		if err := m.codec.Decode(m.CookieName(r), value, &raw); err != nil || len(raw) == 0 {
+		if err := m.codec.Decode(name, value, &raw); err != nil || len(raw) == 0 {
 			return nil
 		}
 		id := string(raw)
@@ -342,8 +344,11 @@ func (m *Sessions) New() *Session {
 // at once) and sets the cookie. Every change of identity or tier stack goes
 // through Commit, so the id rotates whenever the stack grows or shrinks.
 func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) error {
-	if s.ephemeral {
-		s.ephemeral = false
+	s.ephemeral = false
+	if s.Owner == "" {
+		// A session that was never stored (an external identity) gets its
+		// own owner now: owner-keyed records are never shared.
+		s.Owner = randomToken(18)
 	}
 	old := s.ID
 	s.ID = randomToken(32)

@@ -268,3 +268,36 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		runtime.KeepAlive(st)
 	}
 }
+
+// BenchmarkLoadOverHTTPS: the hot path of a request with a session cookie
+// over HTTPS (the __Host- cookie), served from the cache.
+func BenchmarkLoadOverHTTPS(b *testing.B) {
+	c := newClock()
+	st := store.NewMemory(0, c.Now)
+	m, err := NewSessions(SessionConfig{}, st, testKeys(b), c.Now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	s := m.New()
+	s.User = "alice"
+	r := httptest.NewRequest(http.MethodGet, "https://app.example/", nil)
+	r.TLS = &tls.ConnectionState{}
+	w := httptest.NewRecorder()
+	if err := m.Commit(w, r, s); err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "https://app.example/", nil)
+	req.TLS = &tls.ConnectionState{}
+	req.AddCookie(w.Result().Cookies()[0])
+	for i := 0; i < 3 && m.Load(req) != nil; i++ {
+		time.Sleep(10 * time.Millisecond) // let the cache admit the entry
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if m.Load(req) == nil {
+			b.Fatal("no session")
+		}
+	}
+}

@@ -61,6 +61,10 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	if !ok {
 		return err
 	}
+	// The waiting secret is bound to the session: it must be a stored one.
+	if s, err = e.Persist(w, r, s); err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
 	ctx := r.Context()
 	if r.Method == http.MethodPost {
 		if e.Limiter.Blocked(ctx, step, "", e.ClientIP(r)) {

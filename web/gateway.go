@@ -137,8 +137,8 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "too_many_kept_requests_from_client"})
 		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
 	}
-	e.KeepLimiter.Failed(r.Context(), "", "", ip)
-	s, err := e.Anonymous(w, r, ev.Session)
+	e.KeepLimiter.Count(r.Context(), "", "", ip)
+	s, err := e.Persist(w, r, ev.Session)
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}

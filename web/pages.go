@@ -399,10 +399,8 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
 	case stepup.Challenged:
-		if s == nil {
-			if s, err = e.Anonymous(w, r, s); err != nil {
-				return &HTTPError{http.StatusInternalServerError, err}
-			}
+		if s, err = e.Persist(w, r, s); err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		id, err := e.KeepRound(r.Context(), s.Owner, o.Round)
 		if err != nil {

@@ -60,12 +60,26 @@ func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *ste
 	return m, p, body, true
 }
 
+// persisted is ceremonyRequest's session, stored so that the ceremony's
+// challenge can be bound to it (an external identity may have none yet).
+func (g *Gateway) persisted(w http.ResponseWriter, r *http.Request, s *stepup.Session) (*stepup.Session, bool) {
+	s, err := g.Engine.Persist(w, r, s)
+	if err != nil {
+		_ = jsonError(w, http.StatusInternalServerError, "Something went wrong. Try again.")
+		return nil, false
+	}
+	return s, true
+}
+
 // webauthnStep serves POST /webauthn/{tier}/begin and /finish: a step-up
 // with a registered key.
 func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier, action string) error {
 	e := g.Engine
 	m, p, body, ok := g.ceremonyRequest(w, r, s, tier)
 	if !ok {
+		return nil
+	}
+	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
 	}
 	now := e.Now()
@@ -141,6 +155,9 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	step := r.URL.Query().Get("step")
 	m, p, body, ok := g.ceremonyRequest(w, r, s, step)
 	if !ok {
+		return nil
+	}
+	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
 	}
 	switch g.enrolPermissionFor(s, m, step) {

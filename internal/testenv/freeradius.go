@@ -4,7 +4,6 @@
 package testenv
 
 import (
-	"bytes"
 	"embed"
 	"fmt"
 	"net"
@@ -12,8 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -25,7 +22,7 @@ var freeradiusFiles embed.FS
 type FreeRADIUS struct {
 	Addr   string // host:port of the auth listener
 	Secret string
-	out    *lockedBuffer
+	out    *Output
 }
 
 // Log returns what the server printed so far.
@@ -60,28 +57,11 @@ func StartFreeRADIUS(t testing.TB, secret string, requireMA bool) *FreeRADIUS {
 	for _, sub := range []string{"log", "run"} {
 		_ = os.MkdirAll(filepath.Join(dir, sub), 0o700)
 	}
-	f := &FreeRADIUS{Addr: fmt.Sprintf("127.0.0.1:%d", port), Secret: secret, out: &lockedBuffer{}}
-	cmd := exec.Command(bin, "-f", "-l", "stdout", "-d", dir)
-	cmd.Stdout, cmd.Stderr = f.out, f.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting freeradius: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("freeradius output:\n%s", f.Log())
-		}
-	})
+	f := &FreeRADIUS{Addr: fmt.Sprintf("127.0.0.1:%d", port), Secret: secret}
+	f.out = Start(t, "freeradius", exec.Command(bin, "-f", "-l", "stdout", "-d", dir))
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(f.Log(), "Ready to process requests") {
-		if time.Now().After(deadline) || (cmd.ProcessState != nil && cmd.ProcessState.Exited()) {
+		if time.Now().After(deadline) || f.out.Exited() {
 			t.Fatalf("freeradius did not start:\n%s", f.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -98,21 +78,4 @@ func FreeUDPPort(t testing.TB) int {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"image/png"
-	"io/fs"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddy-stepup/caddy-stepup/internal/testenv"
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/store"
 )
@@ -143,38 +143,8 @@ func TestKeyURIAndQRCode(t *testing.T) {
 	}
 }
 
-// blobs is an in-memory Blobs with Caddy storage's not-found error.
-type blobs struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (b *blobs) Load(_ context.Context, k string) ([]byte, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, ok := b.m[k]
-	if !ok {
-		return nil, fs.ErrNotExist
-	}
-	return append([]byte(nil), v...), nil
-}
-
-func (b *blobs) Store(_ context.Context, k string, v []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.m[k] = append([]byte(nil), v...)
-	return nil
-}
-
-func (b *blobs) Delete(_ context.Context, k string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.m, k)
-	return nil
-}
-
 func TestVaultEncryptsAtRest(t *testing.T) {
-	bl := &blobs{m: map[string][]byte{}}
+	bl := testenv.NewBlobs()
 	v, err := NewVault(bl, bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +157,7 @@ func TestVaultEncryptsAtRest(t *testing.T) {
 	if err := v.Save(ctx, "alice", secret); err != nil {
 		t.Fatal(err)
 	}
-	for k, blob := range bl.m {
+	for k, blob := range bl.Snapshot() {
 		if strings.Contains(k, "alice") || bytes.Contains(blob, secret) || bytes.Contains(blob, []byte(encodeSecret(secret))) {
 			t.Fatalf("secret or user name visible at rest: %s", k)
 		}
@@ -197,13 +167,14 @@ func TestVaultEncryptsAtRest(t *testing.T) {
 		t.Fatalf("Load = %q, %v", got, err)
 	}
 	// Alice's ciphertext copied under Bob's key does not decrypt.
-	bl.m[storageKey("bob")] = bl.m[storageKey("alice")]
+	bl.Put(storageKey("bob"), bl.Snapshot()[storageKey("alice")])
 	if _, err := v.Load(ctx, "bob"); err == nil {
 		t.Fatal("a secret moved to another user decrypted")
 	}
 	// Tampering is detected.
-	blob := bl.m[storageKey("alice")]
+	blob := bl.Snapshot()[storageKey("alice")]
 	blob[len(blob)-1] ^= 1
+	bl.Put(storageKey("alice"), blob)
 	if _, err := v.Load(ctx, "alice"); err == nil {
 		t.Fatal("a tampered secret decrypted")
 	}
@@ -223,7 +194,7 @@ func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); ret
 func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func newMethod(t *testing.T, c *clock, provisioned map[string][]byte) *Method {
-	v, _ := NewVault(&blobs{m: map[string][]byte{}}, bytes.Repeat([]byte{1}, 32))
+	v, _ := NewVault(testenv.NewBlobs(), bytes.Repeat([]byte{1}, 32))
 	m, err := New(Config{Vault: v, Store: store.NewMemory(0, c.Now), Now: c.Now, Provisioned: provisioned, SelfEnroll: true,
 		Lockout: Lockout{Failures: 3, Duration: time.Minute, Max: 4 * time.Minute}})
 	if err != nil {

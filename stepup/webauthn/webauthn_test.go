@@ -3,49 +3,21 @@ package webauthn
 import (
 	"bytes"
 	"context"
-	"io/fs"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	gowebauthn "github.com/go-webauthn/webauthn/webauthn"
 
+	"github.com/caddy-stepup/caddy-stepup/internal/testenv"
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/store"
 )
 
-type blobs struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (b *blobs) Load(_ context.Context, k string) ([]byte, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, ok := b.m[k]
-	if !ok {
-		return nil, fs.ErrNotExist
-	}
-	return v, nil
-}
-func (b *blobs) Store(_ context.Context, k string, v []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.m[k] = v
-	return nil
-}
-func (b *blobs) Delete(_ context.Context, k string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.m, k)
-	return nil
-}
-
-func newMethod(t *testing.T, c Config) (*Method, *blobs) {
+func newMethod(t *testing.T, c Config) (*Method, *testenv.Blobs) {
 	t.Helper()
-	bl := &blobs{m: map[string][]byte{}}
+	bl := testenv.NewBlobs()
 	c.Blobs, c.Store, c.UserKey = bl, store.NewMemory(0, nil), bytes.Repeat([]byte{3}, 32)
 	m, err := New(c)
 	if err != nil {
@@ -59,7 +31,7 @@ func TestOptionsAreValidated(t *testing.T) {
 		{UserVerification: "always"}, {Attestation: "enterprise"}, {ResidentKey: "maybe"},
 		{Authenticators: []string{"nope"}}, {Origins: []string{"app.example"}},
 	} {
-		c.Blobs, c.Store, c.UserKey = &blobs{m: map[string][]byte{}}, store.NewMemory(0, nil), []byte("k")
+		c.Blobs, c.Store, c.UserKey = testenv.NewBlobs(), store.NewMemory(0, nil), []byte("k")
 		if _, err := New(c); err == nil {
 			t.Errorf("accepted %+v", c)
 		}
@@ -80,7 +52,7 @@ func TestCredentialsAreStoredPerUserAndRemoved(t *testing.T) {
 	if err := m.save(ctx, "alice", []Credential{k1, k2}); err != nil {
 		t.Fatal(err)
 	}
-	for k := range bl.m {
+	for k := range bl.Snapshot() {
 		if strings.Contains(k, "alice") {
 			t.Fatalf("storage key reveals the user: %s", k)
 		}
@@ -102,7 +74,7 @@ func TestCredentialsAreStoredPerUserAndRemoved(t *testing.T) {
 		t.Fatalf("left: %+v", creds)
 	}
 	_, _ = m.Remove(ctx, "alice", k2.ID())
-	if len(bl.m) != 0 {
+	if len(bl.Snapshot()) != 0 {
 		t.Fatal("the last removal left a record behind")
 	}
 }

@@ -223,3 +223,10 @@ func (c *chrome) withoutJSONHelpers() {
 		c.t.Fatalf("the JSON helpers could not be removed: %s", out)
 	}
 }
+
+// logOffAt clicks "Log off at <tier>" on the session page.
+func (c *chrome) logOffAt(tier string) {
+	c.t.Helper()
+	c.open("/_stepup/")
+	c.submit(`form[action="/_stepup/logout"] input[value="` + tier + `"] ~ button`)
+}

@@ -109,8 +109,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	}
 
 	// Missing user verification is refused, and so is a bogus signature.
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
+	c.logOffAt("key")
 	for _, tc := range []struct {
 		name         string
 		badUV, bogus bool
@@ -136,8 +135,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 
 	// The same, in a browser without the WebAuthn JSON helpers: the
 	// script's base64url fallback encodes and decodes by hand.
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
+	c.logOffAt("key")
 	c.open("/vault/x")
 	c.waitText("Step 2 of 2: key")
 	c.withoutJSONHelpers()
@@ -146,8 +144,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 
 	// A replayed assertion: the same answer posted twice, and posted again
 	// for a new challenge; both refused.
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
+	c.logOffAt("key")
 	c.open("/vault/x")
 	c.waitText("Step 2 of 2: key")
 	out := c.eval(replayScript)
@@ -156,8 +153,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	}
 
 	// A cloned authenticator: its counter goes backwards.
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
+	c.logOffAt("key")
 	c.cloneWithCounter(c.credentials()[0], 1)
 	c.open("/vault/x")
 	c.click(`#webauthn-start`)
@@ -176,8 +172,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	c.waitText("Register a security key")
 
 	// Cascade: logging off at login by clicking ends the session.
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="login"] ~ button`)
+	c.logOffAt("login")
 	c.waitText("You are not signed in")
 	c.open("/vault/x")
 	c.waitText("Step 1 of 2: login")
@@ -205,12 +200,10 @@ func TestWebAuthnCredentialOfAnotherUserIsRefused(t *testing.T) {
 	c := startChrome(t, s)
 	enrol(t, c, "alice", "alice-pw", "Alice's key", false)
 	aliceID := base64.RawURLEncoding.EncodeToString(c.credentials()[0].CredentialID)
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="login"] ~ button`)
+	c.logOffAt("login")
 	c.waitText("You are not signed in")
 	enrol(t, c, "bob", "bob-pw", "Bob's key", true) // the script's base64url fallback
-	c.open("/_stepup/")
-	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
+	c.logOffAt("key")
 	c.open("/vault/x")
 	c.waitText("Step 2 of 2: key")
 	// Bob's challenge, answered with Alice's key (same authenticator).

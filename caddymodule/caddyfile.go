@@ -87,6 +87,7 @@ func init() {
 //				per_session <n>
 //				per_client  <n>
 //				ttl         <duration>
+//				max_total   <bytes>
 //			}
 //		}
 //	}
@@ -331,6 +332,12 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 				return intInto(d, &c.Pending.PerClient)
 			case "ttl":
 				return durationInto(d, &c.Pending.TTL)
+			case "max_total":
+				var n int
+				if err := intInto(d, &n); err != nil {
+					return err
+				}
+				c.Pending.MaxTotal = int64(n)
 			default:
 				return d.Errf("pending: unknown subdirective %q", sub)
 			}

@@ -219,14 +219,17 @@ type PendingConfig struct {
 	// MaxBody is the largest request body kept for replay, in bytes.
 	// Default: 65536.
 	MaxBody int64 `json:"max_body,omitempty"`
-	// PerSession is how many requests one session may keep within TTL.
-	// Default: 5.
+	// PerSession is how many requests one session may have waiting at
+	// once (a sent or discarded one frees its place). Default: 5.
 	PerSession int `json:"per_session,omitempty"`
 	// TTL is how long a kept request waits. Default: 10m.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 	// PerClient is how many requests one client IP may have kept within
 	// TTL, whatever its sessions. Default: 50.
 	PerClient int `json:"per_client,omitempty"`
+	// MaxTotal bounds the body bytes kept by all clients together per TTL
+	// (at most twice this is held at once). Default: 67108864 (64 MiB).
+	MaxTotal int64 `json:"max_total,omitempty"`
 }
 
 // auditLog names the audit logger ("http.handlers.stepup.audit") so that
@@ -346,6 +349,8 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		Now:       func() time.Time { return now() },
 		ClientIP:  clientIP,
 		RequestID: requestID,
+		Scheme:    requestScheme,
+		Blobs:     ctx.Storage(),
 	}
 	if s := c.Session; s != nil {
 		ec.Session = stepup.SessionConfig{CookieName: s.CookieName, IdleTimeout: time.Duration(s.IdleTimeout), Lifetime: time.Duration(s.Lifetime)}
@@ -354,7 +359,11 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		ec.Limits = stepup.Limits{PerUser: l.PerUser, PerClient: l.PerClient, Window: time.Duration(l.Window)}
 	}
 	if p := c.Pending; p != nil {
-		ec.Pending = stepup.PendingLimits{MaxBody: p.MaxBody, PerSession: p.PerSession, TTL: time.Duration(p.TTL), PerClient: p.PerClient}
+		ec.Pending = stepup.PendingLimits{MaxBody: p.MaxBody, PerSession: p.PerSession, TTL: time.Duration(p.TTL), PerClient: p.PerClient, MaxTotal: p.MaxTotal}
+	}
+	if err := c.checkBounds(); err != nil {
+		b.release()
+		return nil, err
 	}
 	if b.engine, err = stepup.NewEngine(ec); err != nil {
 		b.release()
@@ -546,6 +555,73 @@ func resolvePlaceholder(r *http.Request, expr string) string {
 		return ""
 	}
 	return repl.ReplaceKnown(expr, "")
+}
+
+// requestScheme is the scheme the client used: TLS to Caddy, or what a
+// trusted proxy (Caddy's trusted_proxies) reports in X-Forwarded-Proto.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+			return p
+		}
+	}
+	return "http"
+}
+
+// bound is one sanity bound of a number in the configuration.
+type bound struct {
+	field    string
+	value    int64
+	min, max int64
+	unit     string
+}
+
+// checkBounds refuses values that cannot be meant: a body limit of 100 GB,
+// a counting window of a nanosecond. 0 means the default everywhere.
+func (c *Config) checkBounds() error {
+	var bs []bound
+	dur := func(field string, d caddy.Duration, min, max time.Duration) {
+		bs = append(bs, bound{field, int64(d), int64(min), int64(max), "duration"})
+	}
+	num := func(field string, n, min, max int64, unit string) { bs = append(bs, bound{field, n, min, max, unit}) }
+	if p := c.Pending; p != nil {
+		num("pending: max_body", p.MaxBody, 1, 16<<20, "bytes")
+		num("pending: max_total", p.MaxTotal, 1<<10, 4<<30, "bytes")
+		num("pending: per_session", int64(p.PerSession), 1, 100, "")
+		num("pending: per_client", int64(p.PerClient), 1, 100_000, "")
+		dur("pending: ttl", p.TTL, 10*time.Second, 24*time.Hour)
+		if p.MaxTotal != 0 && p.MaxBody > p.MaxTotal {
+			return fmt.Errorf("pending: max_body %d is larger than max_total %d", p.MaxBody, p.MaxTotal)
+		}
+	}
+	if l := c.Limits; l != nil {
+		num("limits: per_user", int64(l.PerUser), 1, 1000, "")
+		num("limits: per_client", int64(l.PerClient), 1, 100_000, "")
+		dur("limits: window", l.Window, time.Second, 24*time.Hour)
+	}
+	if s := c.Session; s != nil {
+		dur("session: idle_timeout", s.IdleTimeout, 10*time.Second, 30*24*time.Hour)
+		dur("session: lifetime", s.Lifetime, time.Minute, 366*24*time.Hour)
+		if s.IdleTimeout != 0 && s.Lifetime != 0 && s.IdleTimeout > s.Lifetime {
+			return fmt.Errorf("session: idle_timeout %s is longer than lifetime %s", time.Duration(s.IdleTimeout), time.Duration(s.Lifetime))
+		}
+	}
+	for _, b := range bs {
+		if b.value == 0 {
+			continue
+		}
+		if b.value >= b.min && b.value <= b.max {
+			continue
+		}
+		if b.unit == "duration" {
+			return fmt.Errorf("%s %s is out of range: between %s and %s", b.field, time.Duration(b.value), time.Duration(b.min), time.Duration(b.max))
+		}
+		return fmt.Errorf("%s %d is out of range: between %d and %d %s", b.field, b.value, b.min, b.max, b.unit)
+	}
+	return nil
 }
 
 func clientIP(r *http.Request) string {

@@ -19,7 +19,9 @@ const (
 	EventReplay         = "replay"          // a kept request was replayed after step-up
 	EventRateLimited    = "rate_limited"    // an attempt refused by brute-force limits
 	EventIdentityChange = "identity_change" // an external identity changed under a session
-	EventEnroll         = "enroll"          // a credential set-up (TOTP secret, security key)
+	EventEnroll         = "enroll"          // a credential set up (TOTP secret, a first or further security key)
+	EventReplace        = "replace"         // a credential replaced (a new TOTP secret)
+	EventRemove         = "remove"          // a credential removed (a security key)
 )
 
 // Record is one audit entry. It never carries a password, code or secret.
@@ -36,6 +38,9 @@ type Record struct {
 	RequestID string
 	Session   string // the session's stable owner handle, never the cookie id
 	Tiers     string // held or closed tiers, comma-separated
+	// AuthMethod is the authentication method concerned (password, totp,
+	// webauthn, radius), for step-ups and credential changes.
+	AuthMethod string
 }
 
 // Audit writes the audit trail to a zap logger.
@@ -71,7 +76,7 @@ func (a *Audit) Log(rec Record) {
 	for _, f := range [...]struct{ k, v string }{
 		{"user", rec.User}, {"tier", rec.Tier}, {"set", rec.Set}, {"method", rec.Method},
 		{"path", rec.Path}, {"client_ip", rec.ClientIP}, {"result", rec.Result}, {"reason", rec.Reason},
-		{"request_id", rec.RequestID}, {"session", rec.Session}, {"tiers", rec.Tiers},
+		{"request_id", rec.RequestID}, {"session", rec.Session}, {"tiers", rec.Tiers}, {"auth_method", rec.AuthMethod},
 	} {
 		if f.v != "" {
 			fields = append(fields, zap.String(f.k, f.v))

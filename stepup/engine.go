@@ -24,6 +24,8 @@ type Engine struct {
 	KeepLimiter *Limiter
 	Audit       *Audit
 	Pending     PendingLimits
+	// Credentials records users' credential changes.
+	Credentials *CredentialLog
 	// Prefix of the module's own pages.
 	Prefix string
 	// Now is the clock; tests replace it.
@@ -32,6 +34,9 @@ type Engine struct {
 	ClientIP func(*http.Request) string
 	// RequestID returns the request id for audit records ("" if none).
 	RequestID func(*http.Request) string
+	// Scheme returns the scheme the client used, "http" or "https" (behind
+	// a trusted TLS-terminating proxy, the one it reports).
+	Scheme func(*http.Request) string
 
 	external     RequestIdentity // the external root method, if any
 	externalTier string
@@ -51,6 +56,9 @@ type EngineConfig struct {
 	Now       func() time.Time
 	ClientIP  func(*http.Request) string
 	RequestID func(*http.Request) string
+	Scheme    func(*http.Request) string
+	// Blobs is where credential changes are recorded (Caddy storage).
+	Blobs Blobs
 }
 
 // NewEngine validates that every tier has a method and assembles the engine.
@@ -67,14 +75,19 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 	if c.RequestID == nil {
 		c.RequestID = func(*http.Request) string { return "" }
 	}
+	if c.Scheme == nil {
+		c.Scheme = RequestScheme
+	}
 	c.Pending.defaults()
 	e := &Engine{
 		Hierarchy: c.Hierarchy, Methods: c.Methods, Store: c.Store,
 		CSRF: NewCSRF(c.Keys, ""), Limiter: NewLimiter(c.Limits, c.Store),
 		KeepLimiter: NewLimiter(Limits{PerClient: c.Pending.PerClient, Window: c.Pending.TTL}, c.Store),
 		Audit:       c.Audit, Pending: c.Pending, Prefix: c.Prefix, Now: c.Now,
-		ClientIP: c.ClientIP, RequestID: c.RequestID,
+		ClientIP: c.ClientIP, RequestID: c.RequestID, Scheme: c.Scheme,
 	}
+	e.CSRF.Scheme = c.Scheme
+	e.Credentials = NewCredentialLog(c.Blobs, c.Keys)
 	for _, name := range c.Hierarchy.Names() {
 		m, ok := c.Methods[name]
 		if !ok {
@@ -205,6 +218,11 @@ func (e *Engine) Session(w http.ResponseWriter, r *http.Request) *Session {
 		return next
 	}
 	if err := e.Sessions.Commit(w, r, next); err != nil {
+		if errors.Is(err, ErrSessionChanged) {
+			// A concurrent request rotated the session first: serve this
+			// one the reduced stack, which holds less than the old one.
+			return next
+		}
 		// Could not store the reduced stack: the old one must not be used.
 		e.Sessions.End(w, r, s)
 		return nil
@@ -240,19 +258,21 @@ func (e *Engine) applyExternal(w http.ResponseWriter, r *http.Request, s *Sessio
 // ErrNotAllowed is returned for a step-up whose base tier is not held.
 var ErrNotAllowed = errors.New("step-up not allowed")
 
-// Complete records a successful step-up: it pushes the level (starting a
-// new session for an identifying method when the user changes) and commits
-// the session under a new id. It returns the new session.
-func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, tier string, o *Outcome) (*Session, error) {
+// Complete records a successful step-up: it pushes the level and commits
+// the session under a new id. An identifying method that sets an identity
+// (the browser had none, or another) starts a new session with a new
+// owner: nothing kept for whoever used this browser before carries over,
+// except the kept request the walk is for (pending) when it was kept by a
+// visitor not yet signed in or by this same user. It returns the new
+// session; ErrSessionChanged when a concurrent request changed the session
+// first.
+func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, tier string, o *Outcome, pending string) (*Session, error) {
 	m := e.Methods[tier]
 	now := e.Now()
 	var next *Session
 	switch {
-	case m.Identifies() && (s == nil || (s.User != "" && s.User != o.User)):
+	case m.Identifies() && (s == nil || s.User != o.User):
 		next = e.Sessions.New()
-		if s != nil && !s.ephemeral {
-			e.Sessions.End(w, r, s)
-		}
 	case s == nil:
 		return nil, ErrNotAllowed
 	default:
@@ -269,8 +289,20 @@ func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, ti
 		return nil, fmt.Errorf("%w: %v", ErrNotAllowed, err)
 	}
 	next.Stack = stack
+	if s != nil && next.Owner != s.Owner && !s.ephemeral {
+		// The previous session ends, whoever it was for; its cookie is
+		// replaced by the new one below.
+		if _, err := e.Store.Take(r.Context(), keySession+s.ID); errors.Is(err, ErrNotFound) {
+			return nil, ErrSessionChanged
+		}
+		e.Sessions.forget(r.Context(), s.ID)
+		e.Sessions.EndOwner(r.Context(), s.Owner)
+	}
 	if err := e.Sessions.Commit(w, r, next); err != nil {
 		return nil, err
+	}
+	if s != nil && next.Owner != s.Owner && pending != "" {
+		e.adoptPending(r.Context(), s.Owner, next.Owner, pending, next.User)
 	}
 	return next, nil
 }

@@ -63,6 +63,8 @@ type Round struct {
 	State []byte `json:"s,omitempty"`
 	// Expires ends the round.
 	Expires time.Time `json:"e"`
+	// User is whom the round was started for (set by the engine).
+	User string `json:"u,omitempty"`
 }
 
 // Outcome is what a method decided.

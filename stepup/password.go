@@ -138,16 +138,38 @@ type Password struct {
 // root tier (identifying) or confirms a known user.
 func NewPassword(users map[string]*User, root bool) *Password {
 	p := &Password{users: users, root: root}
-	first := ""
-	for name := range users {
-		if first == "" || name < first {
-			first = name
+	var decoyUser string
+	var decoyCost float64
+	for name, u := range users {
+		// The most expensive hash is the decoy: with the cheapest, a login
+		// for an unknown user would answer faster than one for a user
+		// whose hash is costlier, and tell the two apart.
+		c := u.Hash.cost()
+		if decoyUser == "" || c > decoyCost || (c == decoyCost && name < decoyUser) {
+			decoyUser, decoyCost = name, c
 		}
 	}
-	if first != "" {
-		p.decoy = users[first].Hash
+	if decoyUser != "" {
+		p.decoy = users[decoyUser].Hash
 	}
 	return p
+}
+
+// cost estimates the work of checking a password against the hash, in
+// bcrypt-cost-10 units (about one bcrypt at cost 10 per 64 MiB·pass of
+// argon2id), to pick the most expensive one as the decoy.
+func (h PasswordHash) cost() float64 {
+	switch {
+	case h.bcrypt != nil:
+		c, err := bcrypt.Cost(h.bcrypt)
+		if err != nil {
+			return 0
+		}
+		return float64(uint64(1)<<uint(c)) / 1024
+	case h.argon != nil:
+		return float64(h.argon.memory) * float64(h.argon.time) / (64 << 10)
+	}
+	return 0
 }
 
 // Name implements Method.

@@ -85,6 +85,9 @@ type Evaluation struct {
 	FreshSince time.Time
 	Policy     *Policy
 	Decision   Decision
+	// Readings are the other ways the upstream may read the request
+	// (ReadingsOf): a set matches when any reading matches it.
+	Readings Readings
 }
 
 // Stage is one step of the decision pipeline after the tier check (the
@@ -159,7 +162,7 @@ func (p *Policy) Decide(ev *Evaluation) error {
 	}
 	for i := range p.Sets {
 		s := &p.Sets[i]
-		ok, err := s.Match(ev.Request)
+		ok, err := p.match(s, ev)
 		if err != nil {
 			return fmt.Errorf("%w: set %q: %v", ErrMatcher, s.Name, err)
 		}
@@ -188,6 +191,34 @@ func (p *Policy) Decide(ev *Evaluation) error {
 	}
 	ev.Decision.Allowed = true
 	return nil
+}
+
+// match reports whether any reading of the request matches the set.
+func (p *Policy) match(s *TransactionSet, ev *Evaluation) (bool, error) {
+	r := ev.Request
+	ok, err := s.Match(r)
+	if err != nil || ok || ev.Readings.Empty() {
+		return ok, err
+	}
+	method, path, rawPath := r.Method, r.URL.Path, r.URL.RawPath
+	defer func() { r.Method, r.URL.Path, r.URL.RawPath = method, path, rawPath }()
+	paths := []string{path}
+	if ev.Readings.Path != "" {
+		paths = append(paths, ev.Readings.Path)
+	}
+	methods := append([]string{method}, ev.Readings.Methods...)
+	for _, m := range methods {
+		for _, pth := range paths {
+			if m == method && pth == path {
+				continue
+			}
+			r.Method, r.URL.Path, r.URL.RawPath = m, pth, ""
+			if ok, err := s.Match(r); ok || err != nil {
+				return ok, err
+			}
+		}
+	}
+	return false, nil
 }
 
 func (p *Policy) check(ev *Evaluation, stack tiers.Stack, set, tier string, maxAge time.Duration, perRequest bool, risk string) *Missing {

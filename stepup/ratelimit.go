@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -32,17 +33,41 @@ func (l *Limits) defaults() {
 	}
 }
 
+// Concurrent verifications allowed at once, per user and tier and per
+// client: every attempt is counted before it is verified, so these bound
+// the work (a password hash costs tens of milliseconds) rather than the
+// number of guesses.
+const (
+	MaxConcurrentPerUser   = 2
+	MaxConcurrentPerClient = 4
+)
+
+// Errors of Reserve.
+var (
+	// ErrRateLimited: the user or the client has used up its attempts.
+	ErrRateLimited = errors.New("too many failed attempts")
+	// ErrBusy: too many attempts of this user or client are being verified
+	// right now.
+	ErrBusy = errors.New("too many attempts at once")
+)
+
 // Limiter applies Limits using counters in the store, so they hold across
-// instances that share a store.
+// instances that share a store. An attempt is counted before it is
+// verified (Reserve) and settled by its result, so that parallel requests
+// cannot all slip under a limit that only failures already verified count
+// against.
 type Limiter struct {
 	limits Limits
 	store  Store
+
+	mu       sync.Mutex
+	inflight map[string]int // verifications under way, by user and client key
 }
 
 // NewLimiter returns a limiter.
 func NewLimiter(l Limits, st Store) *Limiter {
 	l.defaults()
-	return &Limiter{limits: l, store: st}
+	return &Limiter{limits: l, store: st, inflight: map[string]int{}}
 }
 
 func userKey(tier, user string) string { return keyLimit + "u:" + tier + ":" + user }
@@ -66,7 +91,8 @@ func (l *Limiter) count(ctx context.Context, key string) int {
 }
 
 // Blocked reports whether attempts for this user (at this tier) or from this
-// client are currently refused. An empty user checks the client alone.
+// client are currently refused. An empty user checks the client alone. It
+// only reads: an attempt to verify must Reserve instead.
 func (l *Limiter) Blocked(ctx context.Context, tier, user, clientIP string) bool {
 	if l.count(ctx, clientKey(clientIP)) >= l.limits.PerClient {
 		return true
@@ -74,24 +100,107 @@ func (l *Limiter) Blocked(ctx context.Context, tier, user, clientIP string) bool
 	return user != "" && l.count(ctx, userKey(tier, user)) >= l.limits.PerUser
 }
 
-// Failed counts a failed attempt.
-func (l *Limiter) Failed(ctx context.Context, tier, user, clientIP string) {
-	l.Count(ctx, tier, user, clientIP)
+// Reservation is one attempt counted before its verification.
+type Reservation struct {
+	l                *Limiter
+	tier, user, ip   string
+	countUser        bool
+	userSlot, ipSlot string
+	settled          bool
 }
 
-// Count counts one use against the limits: a failed attempt, or one unit
-// of a budget such as requests kept for replay.
-func (l *Limiter) Count(ctx context.Context, tier, user, clientIP string) {
-	_, _ = l.store.Incr(ctx, clientKey(clientIP), l.limits.Window)
+// Reserve counts an attempt at tier by user from clientIP before it is
+// verified, and refuses it (ErrRateLimited) when that goes over a limit, or
+// (ErrBusy) when too many of the user's or the client's attempts are being
+// verified at this moment. countUser false counts the client only (for
+// methods that lock users out themselves); the user's concurrency is
+// bounded all the same. A store failure refuses the attempt. The
+// reservation must be settled with the attempt's result.
+func (l *Limiter) Reserve(ctx context.Context, tier, user, clientIP string, countUser bool) (*Reservation, error) {
+	rs := &Reservation{l: l, tier: tier, user: user, ip: clientIP, countUser: countUser && user != ""}
+	if !l.enter(userKey(tier, user), user != "", clientKey(clientIP)) {
+		return nil, ErrBusy
+	}
+	rs.ipSlot = clientKey(clientIP)
 	if user != "" {
-		_, _ = l.store.Incr(ctx, userKey(tier, user), l.limits.Window)
+		rs.userSlot = userKey(tier, user)
+	}
+	n, err := l.store.Incr(ctx, clientKey(clientIP), l.limits.Window)
+	if err != nil || n > int64(l.limits.PerClient) {
+		l.leave(rs.userSlot, rs.ipSlot)
+		return nil, ErrRateLimited
+	}
+	if rs.countUser {
+		n, err := l.store.Incr(ctx, userKey(tier, user), l.limits.Window)
+		if err != nil || n > int64(l.limits.PerUser) {
+			l.leave(rs.userSlot, rs.ipSlot)
+			return nil, ErrRateLimited
+		}
+	}
+	return rs, nil
+}
+
+// Settle records the attempt's result: a failure stays counted; a success
+// clears the user's failures and gives the client its attempt back; an
+// attempt that could not be decided (a back end down, another round
+// needed) is not counted at all. Settling twice does nothing.
+func (rs *Reservation) Settle(ctx context.Context, result Result) {
+	if rs == nil || rs.settled {
+		return
+	}
+	rs.settled = true
+	l := rs.l
+	defer l.leave(rs.userSlot, rs.ipSlot)
+	if result == Rejected {
+		return
+	}
+	_, _ = l.store.Add(ctx, clientKey(rs.ip), -1, l.limits.Window)
+	if !rs.countUser {
+		return
+	}
+	if result == Accepted {
+		_ = l.store.Delete(ctx, userKey(rs.tier, rs.user))
+		return
+	}
+	_, _ = l.store.Add(ctx, userKey(rs.tier, rs.user), -1, l.limits.Window)
+}
+
+// enter takes a verification slot for the user (when withUser) and the
+// client, or none when either is at its bound.
+func (l *Limiter) enter(user string, withUser bool, client string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (withUser && l.inflight[user] >= MaxConcurrentPerUser) || l.inflight[client] >= MaxConcurrentPerClient {
+		return false
+	}
+	if withUser {
+		l.inflight[user]++
+	}
+	l.inflight[client]++
+	return true
+}
+
+func (l *Limiter) leave(keys ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		if l.inflight[k] <= 1 {
+			delete(l.inflight, k)
+		} else {
+			l.inflight[k]--
+		}
 	}
 }
 
-// Succeeded clears the user's failures at the tier (the client's count
-// stays: one success must not unlock guessing at other accounts).
-func (l *Limiter) Succeeded(ctx context.Context, tier, user string) {
-	_ = l.store.Delete(ctx, userKey(tier, user))
+// Spend counts one unit of the client's budget (such as requests kept for
+// replay) and reports whether it was within the budget. Counting first
+// means parallel requests cannot all pass a check made before any counted.
+func (l *Limiter) Spend(ctx context.Context, clientIP string) bool {
+	n, err := l.store.Incr(ctx, clientKey(clientIP), l.limits.Window)
+	return err == nil && n <= int64(l.limits.PerClient)
 }
 
 // Window is the counting window (the longest a block lasts).

@@ -9,7 +9,9 @@ import (
 // an optional query) is accepted, never a scheme, a host, a protocol-relative
 // "//host", a backslash that browsers read as a slash, or a control
 // character. Paths under the module's own prefix are refused so a return can
-// never loop into the step-up pages. The cleaned URL is returned.
+// never loop into the step-up pages, except the session page and the
+// enrolment pages, to which a user returns after stepping up to change a
+// credential. The cleaned URL is returned.
 func SafeReturn(raw, prefix string) (string, bool) {
 	if raw == "" || len(raw) > 2048 || raw[0] != '/' {
 		return "", false
@@ -32,7 +34,11 @@ func SafeReturn(raw, prefix string) (string, bool) {
 		return "", false
 	}
 	if prefix != "" && (u.Path == prefix || strings.HasPrefix(u.Path, prefix+"/")) {
-		return "", false
+		switch strings.TrimPrefix(u.Path, prefix) {
+		case "/", "/enroll/totp", "/enroll/webauthn":
+		default:
+			return "", false
+		}
 	}
 	u.Fragment = ""
 	return u.RequestURI(), true

@@ -148,9 +148,15 @@ type change struct {
 	at    time.Time // wall clock: when the entry may be forgotten
 }
 
-// touchInterval is how stale Seen may get before a request refreshes it:
-// writing on every request would put the store on the hot path.
-const touchInterval = time.Minute
+// maxTouchInterval is how stale Seen may get before a request refreshes it:
+// writing on every request would put the store on the hot path. A short
+// idle timeout touches more often (a quarter of it), so that a session in
+// use never idles out.
+const maxTouchInterval = time.Minute
+
+// ErrSessionChanged is returned by Commit when another request rotated or
+// ended the session first: exactly one of several concurrent changes wins.
+var ErrSessionChanged = errors.New("session changed concurrently")
 
 // Sessions issues, loads, rotates and ends sessions. It implements
 // gorilla/sessions' Store, whose cookie options and codecs it uses; the hot
@@ -158,6 +164,7 @@ const touchInterval = time.Minute
 type Sessions struct {
 	cfg        SessionConfig
 	hostCookie string // "__Host-" + the cookie name, for HTTPS, built once
+	touchEvery time.Duration
 	store      Store
 	codec      securecookie.Codec
 	now        func() time.Time
@@ -186,7 +193,8 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	codec.SetSerializer(securecookie.NopEncoder{})
 	codec.MaxAge(int(cfg.Lifetime / time.Second))
 	codec.MaxLength(1024)
-	m := &Sessions{cfg: cfg, hostCookie: "__Host-" + cfg.CookieName, store: st, codec: codec, now: now, stop: make(chan struct{})}
+	m := &Sessions{cfg: cfg, hostCookie: "__Host-" + cfg.CookieName, store: st, codec: codec, now: now, stop: make(chan struct{}),
+		touchEvery: min(maxTouchInterval, cfg.IdleTimeout/4)}
 	var err error
 	m.sessions, err = ristretto.NewCache(&ristretto.Config[string, *Session]{
 		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
@@ -263,13 +271,29 @@ func (m *Sessions) Load(r *http.Request) *Session {
 		m.forget(r.Context(), s.ID)
 		return nil
 	}
-	if now.Sub(s.Seen) >= touchInterval {
+	if now.Sub(s.Seen) >= m.touchEvery {
 		s = s.Clone()
 		s.Seen = now
-		// A failed touch only shortens the idle lifetime; the request goes on.
-		_ = m.put(r.Context(), s)
+		// A failed touch only shortens the idle lifetime; the request goes
+		// on. A session rotated or ended meanwhile is not brought back.
+		_ = m.touch(r.Context(), s)
 	}
 	return s
+}
+
+// touch refreshes a session's idle time under its current id, only if that
+// id is still live.
+func (m *Sessions) touch(ctx context.Context, s *Session) error {
+	raw, ttl, err := m.encode(s)
+	if err != nil {
+		return err
+	}
+	ok, err := m.store.Replace(ctx, keySession+s.ID, raw, ttl)
+	if err != nil || !ok {
+		return ErrSessionChanged
+	}
+	m.changes.Store(s.ID, change{gen: m.gen.Add(1), at: time.Now()})
+	return nil
 }
 
 func (m *Sessions) fetch(ctx context.Context, id string) *Session {
@@ -289,14 +313,23 @@ func (m *Sessions) fetch(ctx context.Context, id string) *Session {
 // jsonMarshal encodes a session for the store.
 func jsonMarshal(s *Session) ([]byte, error) { return json.Marshal(s) }
 
-func (m *Sessions) put(ctx context.Context, s *Session) error {
+// encode returns a session's stored form and its time to live.
+func (m *Sessions) encode(s *Session) ([]byte, time.Duration, error) {
 	raw, err := jsonMarshal(s)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	ttl := min(m.cfg.IdleTimeout, s.Created.Add(m.cfg.Lifetime).Sub(m.now()))
 	if ttl <= 0 {
-		return errors.New("session expired")
+		return nil, 0, errors.New("session expired")
+	}
+	return raw, ttl, nil
+}
+
+func (m *Sessions) put(ctx context.Context, s *Session) error {
+	raw, ttl, err := m.encode(s)
+	if err != nil {
+		return err
 	}
 	if err := m.store.Set(ctx, keySession+s.ID, raw, ttl); err != nil {
 		return fmt.Errorf("saving session: %w", err)
@@ -340,10 +373,13 @@ func (m *Sessions) New() *Session {
 	return &Session{Owner: randomToken(18), Created: now, Seen: now}
 }
 
-// Commit stores the session under a new id (the previous id, if any, ends
-// at once) and sets the cookie. Every change of identity or tier stack goes
-// through Commit, so the id rotates whenever the stack grows or shrinks.
+// Commit stores the session under a new id and sets the cookie. Every
+// change of identity or tier stack goes through Commit, so the id rotates
+// whenever the stack grows or shrinks. Rotation is a compare-and-swap on the
+// previous id: of several requests that change one session at once, exactly
+// one wins; the others get ErrSessionChanged and change nothing.
 func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) error {
+	ctx := r.Context()
 	s.ephemeral = false
 	if s.Owner == "" {
 		// A session that was never stored (an external identity) gets its
@@ -353,13 +389,24 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 	old := s.ID
 	s.ID = randomToken(32)
 	s.Seen = m.now()
-	if err := m.put(r.Context(), s); err != nil {
+	if err := m.put(ctx, s); err != nil {
 		s.ID = old
 		return err
 	}
 	if old != "" {
-		m.forget(r.Context(), old)
+		if _, err := m.store.Take(ctx, keySession+old); err != nil {
+			m.forget(ctx, s.ID)
+			s.ID = old
+			if errors.Is(err, ErrNotFound) {
+				return ErrSessionChanged
+			}
+			return fmt.Errorf("rotating session: %w", err)
+		}
+		m.changes.Store(old, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
 	}
+	// The owner's current id, so that ending the session ends whatever id
+	// the owner holds now, not only the one a request presented.
+	_ = m.store.Set(ctx, keyOwner+s.Owner, []byte(s.ID), m.cfg.Lifetime)
 	value, err := m.codec.Encode(m.CookieName(r), []byte(s.ID))
 	if err != nil {
 		return fmt.Errorf("encoding session cookie: %w", err)
@@ -368,12 +415,26 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 	return nil
 }
 
-// End deletes the session and clears the cookie.
+// End deletes the session, and the owner's current id if it is another
+// one, and clears the cookie.
 func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) {
-	if s != nil && s.ID != "" {
-		m.forget(r.Context(), s.ID)
+	if s != nil {
+		m.EndOwner(r.Context(), s.Owner)
+		if s.ID != "" {
+			m.forget(r.Context(), s.ID)
+		}
 	}
 	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), "", m.options(r, -1)))
+}
+
+// EndOwner ends the owner's current session id.
+func (m *Sessions) EndOwner(ctx context.Context, owner string) {
+	if owner == "" {
+		return
+	}
+	if raw, err := m.store.Take(ctx, keyOwner+owner); err == nil {
+		m.forget(ctx, string(raw))
+	}
 }
 
 // cookieValue finds a cookie's value without allocating, unlike

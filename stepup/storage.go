@@ -22,6 +22,11 @@ type Store interface {
 	Take(ctx context.Context, key string) ([]byte, error)
 	// Incr increments a counter that expires ttl after it was created.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+	// Add adds delta (possibly negative) to such a counter, atomically.
+	Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
+	// Replace stores val under key for ttl only if key exists, atomically,
+	// and reports whether it did (a record deleted meanwhile stays deleted).
+	Replace(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
 	// SetIfAbsent stores val under key for ttl only if key does not exist,
 	// atomically, and reports whether it did (one-time claims).
 	SetIfAbsent(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
@@ -43,6 +48,7 @@ var ErrNotFound = store.ErrNotFound
 // Key prefixes of the records in the store.
 const (
 	keySession = "s:"
+	keyOwner   = "o:"
 	keyPending = "p:"
 	keyGrant   = "g:"
 	keyLimit   = "l:"

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
@@ -57,20 +58,22 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
-	p, ok, err := g.enrolWalk(w, r, s, m, step, v)
+	p, perm, ok, err := g.enrolWalk(w, r, s, m, step, v)
 	if !ok {
 		return err
 	}
 	// The waiting secret is bound to the session: it must be a stored one.
-	if s, err = e.Persist(w, r, s); err != nil {
+	if s, err = g.persist(w, r, s); err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
 	ctx := r.Context()
 	if r.Method == http.MethodPost {
-		if e.Limiter.Blocked(ctx, step, "", e.ClientIP(r)) {
+		rs, err := e.Limiter.Reserve(ctx, step, s.User, e.ClientIP(r), false)
+		if err != nil {
 			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: step, Result: "refused", Reason: "too_many_failures"})
 			return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many attempts", "Too many failed attempts from your network. Try again later.", "", "")
 		}
+		defer rs.Settle(ctx, stepup.Unavailable)
 		o, err := m.ConfirmEnrolment(ctx, s.Owner, s.User, r.PostForm.Get("code"))
 		if errors.Is(err, totp.ErrEnrolmentExpired) {
 			return g.showTOTPEnrolment(w, r, s, m, p, step, "That set-up expired. Scan the new code below.", http.StatusUnauthorized)
@@ -78,16 +81,19 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		rec := stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: o.Result.String(), Reason: o.Reason}
+		rs.Settle(ctx, o.Result)
 		if o.Result != stepup.Accepted {
-			e.Limiter.Failed(ctx, step, "", e.ClientIP(r))
-			e.Log(r, s, rec)
+			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, AuthMethod: m.Name(), Result: o.Result.String(), Reason: o.Reason})
 			return g.showTOTPEnrolment(w, r, s, m, p, step, o.Message, http.StatusUnauthorized)
 		}
-		e.Log(r, s, rec)
+		kind := stepup.ChangeEnroll
+		if perm == enrolChange {
+			kind = stepup.ChangeReplace
+		}
+		e.CredentialChanged(ctx, func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, kind, step, m.Name())
 		// The confirming code proves possession of the new secret: it is
 		// a step-up to the tier.
-		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, Result: "success", Reason: "enrolled"}); err != nil {
+		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, AuthMethod: m.Name(), Result: "success", Reason: "enrolled"}); err != nil {
 			return err
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
@@ -100,60 +106,107 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 type enrolPermission int
 
 const (
-	enrolAllowed  enrolPermission = iota
-	enrolNeedBase                 // sign in / reach the base tier first
-	enrolRefused                  // credentials are provisioned by the administrator
+	enrolFirst    enrolPermission = iota // a first credential, trust on first use
+	enrolChange                          // another or a new credential, the tier fresh
+	enrolNeedBase                        // sign in / reach the base tier first
+	enrolNeedTier                        // a credential exists: step up to the tier itself first
+	enrolRefused                         // credentials are provisioned by the administrator
 )
 
-// enrolPermissionFor: enrolment needs the tier's base held and fresh and
-// self-service enrolment, or the tier itself held (replacing or adding to
-// one's own credentials).
-func (g *Gateway) enrolPermissionFor(s *stepup.Session, m stepup.Enroller, step string) enrolPermission {
+// CredentialChangeMaxAge is how recently the tier itself must have been
+// reached to replace its credential, add a further key or remove one: the
+// user proves they hold the current credential just before changing it.
+const CredentialChangeMaxAge = 5 * time.Minute
+
+// changeFreshness is CredentialChangeMaxAge, or the tier's own max age when
+// that is shorter.
+func (g *Gateway) changeFreshness(step string) time.Duration {
+	t, _ := g.Engine.Hierarchy.Get(step)
+	return min(CredentialChangeMaxAge, t.MaxAge)
+}
+
+// enrolPermissionFor: a user with no credential for the tier (none enrolled
+// and none provisioned) may set up a first one while holding the base tier,
+// where the tier says enroll self (trust on first use). Once a credential
+// exists, changing it (replacing a secret, adding a further key) needs the
+// tier itself, held and fresh: a password alone never reaches a tier by
+// enrolling a credential of the attacker's choice.
+func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepup.Enroller, step string) (enrolPermission, error) {
 	e := g.Engine
 	now := e.Now()
 	t, _ := e.Hierarchy.Get(step)
-	switch {
-	case s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)):
-		return enrolNeedBase
-	case s.Stack.Holds(e.Hierarchy, step, now, 0) || m.SelfEnroll():
-		return enrolAllowed
+	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)) {
+		return enrolNeedBase, nil
 	}
-	return enrolRefused
+	enrolled, err := m.Enrolled(r.Context(), s.User)
+	if err != nil {
+		return enrolRefused, err
+	}
+	switch {
+	case enrolled && s.Stack.Holds(e.Hierarchy, step, now, g.changeFreshness(step)):
+		return enrolChange, nil
+	case enrolled:
+		return enrolNeedTier, nil
+	case m.SelfEnroll():
+		return enrolFirst, nil
+	}
+	return enrolRefused, nil
 }
 
 // enrolWalk reads the walk an enrolment page is part of (the step's tier
 // by default) and checks that the user may enrol now; when not, it has
 // answered.
-func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, v url.Values) (challengeParams, bool, error) {
+func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, v url.Values) (challengeParams, enrolPermission, bool, error) {
 	e := g.Engine
 	if v.Get("tier") == "" && v.Get("target") == "" {
 		v.Set("tier", step)
 	}
 	p, ok := g.parseChallenge(v)
 	if !ok || (p.target != step && !e.Hierarchy.IsAbove(p.target, step)) {
-		return p, false, g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+		return p, 0, false, g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
 	}
-	ok, err := g.mayEnrol(w, r, s, m, step, p)
-	return p, ok, err
+	perm, ok, err := g.mayEnrol(w, r, s, m, step, p)
+	return p, perm, ok, err
 }
 
 // mayEnrol applies enrolPermissionFor for a page: a user who must step up
 // first is sent to the challenge (which comes back here), a refused one
 // sees why.
-func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (bool, error) {
+func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (enrolPermission, bool, error) {
 	e := g.Engine
-	switch g.enrolPermissionFor(s, m, step) {
-	case enrolAllowed:
-		return true, nil
+	perm, err := g.enrolPermissionFor(r, s, m, step)
+	if err != nil {
+		return perm, false, &HTTPError{http.StatusInternalServerError, err}
+	}
+	switch perm {
+	case enrolFirst, enrolChange:
+		return perm, true, nil
 	case enrolNeedBase:
 		q := p.query()
 		q.Set("tier", step)
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
-		return false, nil
+		return perm, false, nil
+	case enrolNeedTier:
+		http.Redirect(w, r, g.freshStepURL(step, g.enrolPageURL(m, step, p)), http.StatusSeeOther)
+		return perm, false, nil
 	}
 	e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
-	return false, g.renderMessage(w, r, http.StatusForbidden, "Set-up not available",
+	return perm, false, g.renderMessage(w, r, http.StatusForbidden, "Set-up not available",
 		"Credentials for this step are set up by your administrator. Ask them to set one up for you.", e.Prefix+"/", "Your session")
+}
+
+// freshStepURL is the challenge that reaches step freshly enough to change
+// its credentials, then returns to ret.
+func (g *Gateway) freshStepURL(step, ret string) string {
+	q := url.Values{"tier": {step}, "max_age": {strconv.Itoa(int(g.changeFreshness(step).Seconds()))}, "return": {ret}}
+	return g.Engine.Prefix + "/challenge?" + q.Encode()
+}
+
+// enrolPageURL is the enrolment page of a step within a walk.
+func (g *Gateway) enrolPageURL(m stepup.Enroller, step string, p challengeParams) string {
+	q := p.query()
+	q.Set("step", step)
+	return g.Engine.Prefix + "/enroll/" + m.(stepup.Method).Name() + "?" + q.Encode()
 }
 
 func (g *Gateway) showTOTPEnrolment(w http.ResponseWriter, r *http.Request, s *stepup.Session, m *totp.Method, p challengeParams, step, errMsg string, status int) error {

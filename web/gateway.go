@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -48,6 +49,7 @@ func (e *HTTPError) Unwrap() error { return e.Err }
 // ServeHTTP handles one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
 	stripStepupHeaders(r.Header)
+	stripTrailers(r)
 	e := g.Engine
 	p := r.URL.Path
 	if p == e.Prefix || strings.HasPrefix(p, e.Prefix+"/") {
@@ -55,6 +57,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	}
 	s := e.Session(w, r)
 	ev := stepup.Evaluation{Request: r, Session: s, Now: e.Now()}
+	if len(g.Policy.Sets) > 0 {
+		ev.Readings = stepup.ReadingsOf(r)
+	}
 	return g.decide(w, r, &ev, next)
 }
 
@@ -67,9 +72,10 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	}
 	d := &ev.Decision
 	// A per-request requirement may be met by a grant from a step-up just
-	// performed for this very navigation.
+	// performed for this very navigation. Taking it is atomic: of requests
+	// racing for one grant, one passes.
 	if d.Missing != nil && d.Missing.PerRequest && ev.Session != nil && ev.FreshSince.IsZero() {
-		if since := e.GrantSince(r.Context(), ev.Session.Owner, r); !since.IsZero() {
+		if since := e.TakeGrant(r.Context(), ev.Session, r); !since.IsZero() {
 			ev.FreshSince = since
 			if err := g.Policy.Decide(ev); err != nil {
 				return &HTTPError{http.StatusInternalServerError, err}
@@ -78,9 +84,6 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	}
 	if !d.Allowed {
 		return g.deny(w, r, ev)
-	}
-	if d.UsedFreshStepUp && ev.Session != nil {
-		e.UseGrant(r.Context(), ev.Session.Owner, r)
 	}
 	v := anonymousVars
 	if s := ev.Session; s != nil {
@@ -120,7 +123,10 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 	}
 	if isAPI(r) {
 		q.Set("return", r.URL.RequestURI())
-		return g.challengeAPI(w, m, e.Prefix+"/challenge?"+q.Encode())
+		// Which set asked is for the audit trail and signed-in users, not
+		// for anyone probing the site's configuration.
+		signedIn := ev.Session != nil && ev.Session.User != ""
+		return g.challengeAPI(w, m, e.Prefix+"/challenge?"+q.Encode(), signedIn)
 	}
 	safe := r.Method == http.MethodGet || r.Method == http.MethodHead
 	if safe && !m.PerRequest {
@@ -128,26 +134,37 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 		return nil
 	}
+	// A request another site started is never kept: after the step-up it
+	// would be sent as the user's own, with this site's origin.
+	if stepup.CrossSite(r, e.Scheme(r)) {
+		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "cross_site_request_not_kept"})
+		return g.renderMessage(w, r, http.StatusForbidden, "Start again from the site",
+			"This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", "/", "Go to the site")
+	}
 	// Keep the request, body and all, for replay after the step-up. Every
 	// kept request counts against the client's budget before anything is
 	// stored: a client without a cookie would otherwise get a fresh session,
 	// and a fresh per-session allowance, each time.
 	ip := e.ClientIP(r)
-	if e.KeepLimiter.Blocked(r.Context(), "", "", ip) {
+	if !e.KeepLimiter.Spend(r.Context(), ip) {
 		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "too_many_kept_requests_from_client"})
 		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
 	}
-	e.KeepLimiter.Count(r.Context(), "", "", ip)
 	s, err := e.Persist(w, r, ev.Session)
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	pr, err := e.Keep(r.Context(), s.Owner, r, m)
+	pr, err := e.Keep(r.Context(), s, r, m)
 	switch {
 	case errors.Is(err, stepup.ErrBodyTooLarge):
 		q.Set("return", returnFor(r, e.Prefix))
 		return g.renderMessage(w, r, http.StatusRequestEntityTooLarge, "Step-up needed",
 			"This action needs a stronger sign-in, and the data you sent is too large to hold while you do. Step up first, then send it again.",
+			e.Prefix+"/challenge?"+q.Encode(), "Step up")
+	case errors.Is(err, stepup.ErrKeptBytesFull):
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "kept_bytes_full"})
+		return g.renderMessage(w, r, http.StatusServiceUnavailable, "Busy",
+			"Too many actions are waiting for a step-up right now. Step up first, then send it again.",
 			e.Prefix+"/challenge?"+q.Encode(), "Step up")
 	case errors.Is(err, stepup.ErrTooManyPending):
 		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many held requests", "Too many of your requests are waiting for a step-up. Finish or discard them first.", e.Prefix+"/", "Your session")
@@ -164,20 +181,23 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 }
 
 // challengeAPI answers an API client with a machine-readable challenge.
-func (g *Gateway) challengeAPI(w http.ResponseWriter, m *stepup.Missing, stepURI string) error {
+func (g *Gateway) challengeAPI(w http.ResponseWriter, m *stepup.Missing, stepURI string, withSet bool) error {
 	maxAge := int(m.MaxAge.Seconds())
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(
 		`StepUp error="insufficient_user_authentication", tier=%q, acr_values=%q, max_age=%d, step_up_uri=%q`,
 		m.Tier, m.ACR, maxAge, stepURI))
-	writeJSON(w, http.StatusUnauthorized, map[string]any{
+	body := map[string]any{
 		"error":             "insufficient_user_authentication",
 		"error_description": "a stronger authentication is required",
 		"tier":              m.Tier,
 		"acr_values":        m.ACR,
 		"max_age":           maxAge,
 		"step_up_uri":       stepURI,
-		"transaction_set":   m.Set,
-	})
+	}
+	if withSet {
+		body["transaction_set"] = m.Set
+	}
+	writeJSON(w, http.StatusUnauthorized, body)
 	return nil
 }
 
@@ -199,6 +219,35 @@ func returnFor(r *http.Request, prefix string) string {
 		}
 	}
 	return "/"
+}
+
+// stripTrailers drops request trailers: a trailer arrives after the body,
+// after the decision, and an X-Stepup-* one would reach the upstream
+// unchecked. No browser sends request trailers.
+func stripTrailers(r *http.Request) {
+	if r.Trailer == nil && r.Header["Trailer"] == nil {
+		return
+	}
+	r.Header.Del("Trailer")
+	r.Trailer = nil
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &trailerlessBody{ReadCloser: r.Body, r: r}
+	}
+}
+
+// trailerlessBody clears the request's trailers once the body is read:
+// the server fills them in only when it reaches the end of the body.
+type trailerlessBody struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (b *trailerlessBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.r.Trailer = nil
+	}
+	return n, err
 }
 
 // stripStepupHeaders removes client-sent X-Stepup-* headers, which

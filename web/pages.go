@@ -62,6 +62,10 @@ type pageData struct {
 	RoundPrompt string
 	Prompt      stepup.Prompt
 	PendingReq  *stepup.PendingRequest
+	Fields      []stepup.FormField
+	MoreFields  int
+	IsForm      bool
+	Changes     []changeRow
 	User, Roles string
 	Tiers       []tierRow
 	Roots       []string
@@ -84,7 +88,7 @@ type tierRow struct {
 }
 
 func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) error {
-	d.CSRF = g.Engine.CSRF.Token(w, r)
+	d.CSRF = g.Engine.CSRF.Token(w, r, ownerOf(r))
 	d.Prefix = g.Engine.Prefix
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -114,6 +118,7 @@ func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) er
 		return g.serveAsset(w, r, strings.TrimPrefix(rest, "/assets/"))
 	}
 	s := e.Session(w, r)
+	withSession(r, s)
 	switch {
 	case rest == "" || rest == "/":
 		return g.methodOnly(w, r, http.MethodGet, func() error { return g.status(w, r, s) })
@@ -238,7 +243,7 @@ func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	}
 	var kept *stepup.PendingRequest
 	if p.pending != "" && s != nil {
-		kept, _ = e.PeekPending(r.Context(), s.Owner, p.pending)
+		kept, _ = e.PeekPending(r.Context(), s, p.pending)
 		if kept == nil {
 			p.pending = ""
 		}
@@ -309,7 +314,7 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		return nil
 	}
 	if kept.Method == http.MethodGet || kept.Method == http.MethodHead {
-		if _, err := e.TakePending(r.Context(), s.Owner, kept.ID); err != nil {
+		if _, err := e.TakePending(r.Context(), s, kept.ID); err != nil {
 			return g.challengeExpired(w, r)
 		}
 		// The kept URI came from a request line: only a same-origin path
@@ -319,7 +324,7 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 			http.Redirect(w, r, p.ret, http.StatusSeeOther)
 			return nil
 		}
-		if err := e.Grant(r.Context(), s.Owner, kept.Method, kept.URI, kept.SteppedUp); err != nil {
+		if err := e.Grant(r.Context(), s, kept.Method, kept.URI, kept.SteppedUp); err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		http.Redirect(w, r, target, http.StatusSeeOther)
@@ -335,13 +340,18 @@ func (g *Gateway) challengeExpired(w http.ResponseWriter, r *http.Request) error
 
 var errFormRejected = errors.New("form rejected")
 
-// verify checks one submitted step.
+// verify checks one submitted step. Every attempt is counted before it is
+// verified (Limiter.Reserve), so parallel guesses cannot slip under a limit.
 func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string) error {
 	e := g.Engine
 	if err := g.parseFormOrAnswer(w, r); err != nil {
 		return nil
 	}
 	form := r.PostForm
+	if form.Get("tier") == "" && form.Get("target") == "" {
+		// Only the documented fields: the step is the walk's target.
+		form.Set("target", tier)
+	}
 	p, ok := g.parseChallenge(form)
 	m, known := e.Methods[tier]
 	if !ok || !known || !(tier == p.target || e.Hierarchy.IsAbove(p.target, tier)) {
@@ -366,18 +376,24 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if m.Identifies() {
 		limitUser = strings.TrimSpace(form.Get("username"))
 	}
-	if ol, ok := m.(stepup.OwnLockout); ok && ol.OwnLockout() {
-		limitUser = "" // the method locks the user out itself; count the client only
-	}
+	// A method that locks users out itself is counted per client here; the
+	// user's concurrent attempts are bounded all the same.
+	ol, own := m.(stepup.OwnLockout)
+	countUser := !(own && ol.OwnLockout())
 	ip := e.ClientIP(r)
-	if e.Limiter.Blocked(r.Context(), tier, limitUser, ip) {
-		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, User: limitUser, Tier: tier, Result: "refused", Reason: "too_many_failures"})
-		mins := int(e.Limiter.Window().Minutes())
-		return g.renderStep(w, r, s, p, tier, "Too many failed attempts. Try again in "+strconv.Itoa(mins)+" minutes.", http.StatusTooManyRequests, nil)
+	rs, err := e.Limiter.Reserve(r.Context(), tier, limitUser, ip, countUser)
+	if err != nil {
+		reason, msg := "too_many_failures", "Too many failed attempts. Try again in "+strconv.Itoa(int(e.Limiter.Window().Minutes()))+" minutes."
+		if errors.Is(err, stepup.ErrBusy) {
+			reason, msg = "too_many_concurrent_attempts", "Another attempt is being checked. Wait a moment and try again."
+		}
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, User: limitUser, Tier: tier, Result: "refused", Reason: reason})
+		return g.renderStep(w, r, s, p, tier, msg, http.StatusTooManyRequests, nil)
 	}
+	defer rs.Settle(r.Context(), stepup.Unavailable) // a panic or early return counts nothing
 	a := &stepup.Attempt{Tier: tier, User: user, Form: form, ClientIP: ip, Request: r}
 	if id := form.Get("state"); id != "" && s != nil {
-		a.Round, _ = e.TakeRound(r.Context(), s.Owner, id)
+		a.Round, _ = e.TakeRound(r.Context(), s, id)
 		if a.Round == nil {
 			return g.renderStep(w, r, s, p, tier, "That step has expired. Start again.", http.StatusUnauthorized, nil)
 		}
@@ -386,23 +402,23 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if err != nil {
 		o = &stepup.Outcome{Result: stepup.Unavailable, Reason: "method_error"}
 	}
-	rec := stepup.Record{Event: stepup.EventStepUp, User: o.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason}
+	rs.Settle(r.Context(), o.Result)
+	rec := stepup.Record{Event: stepup.EventStepUp, User: o.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: m.Name()}
 	if rec.User == "" {
 		rec.User = limitUser
 	}
 	switch o.Result {
 	case stepup.Accepted:
-		e.Limiter.Succeeded(r.Context(), tier, limitUser)
 		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
 			return err
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
 	case stepup.Challenged:
-		if s, err = e.Persist(w, r, s); err != nil {
+		if s, err = g.persist(w, r, s); err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		id, err := e.KeepRound(r.Context(), s.Owner, o.Round)
+		id, err := e.KeepRound(r.Context(), s, o.Round)
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
@@ -412,7 +428,6 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		e.Log(r, s, rec)
 		return g.renderStep(w, r, s, p, tier, "The authentication service is unavailable. Try again in a moment.", http.StatusServiceUnavailable, nil)
 	default:
-		e.Limiter.Failed(r.Context(), tier, limitUser, ip)
 		e.Log(r, s, rec)
 		msg := o.Message
 		if msg == "" {
@@ -425,22 +440,30 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 // accept records a successful step to tier: the level is pushed (the
 // session id rotates), audited, and a kept request the walk is for is
 // marked as stepped up for. The walk then continues at the challenge. A
-// step whose base lapsed meanwhile is not an error: the challenge asks again.
+// step whose base lapsed meanwhile is not an error: the challenge asks
+// again; neither is losing a race with a concurrent change of the session,
+// whose winner's cookie the browser holds.
 func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string, p challengeParams, o *stepup.Outcome, rec stepup.Record) (*stepup.Session, error) {
 	e := g.Engine
-	next, err := e.Complete(w, r, s, tier, o)
+	next, err := e.Complete(w, r, s, tier, o, p.pending)
 	if errors.Is(err, stepup.ErrNotAllowed) {
+		return s, nil
+	}
+	if errors.Is(err, stepup.ErrSessionChanged) {
+		rec.Result, rec.Reason = "superseded", "concurrent_change"
+		e.Log(r, s, rec)
 		return s, nil
 	}
 	if err != nil {
 		return nil, &HTTPError{http.StatusInternalServerError, err}
 	}
+	setSession(r, next)
 	rec.Tiers = strings.Join(next.Stack.Names(), ",")
 	e.Log(r, next, rec)
 	if p.pending != "" && tier == p.target {
 		lvl, _ := next.Stack.Level(tier)
 		// The kept request may be gone (expired); the walk still ends.
-		_ = e.MarkSteppedUp(r.Context(), next.Owner, p.pending, lvl.At)
+		_ = e.MarkSteppedUp(r.Context(), next, p.pending, lvl.At)
 	}
 	return next, nil
 }
@@ -453,7 +476,7 @@ func (g *Gateway) parseFormOrAnswer(w http.ResponseWriter, r *http.Request) erro
 		_ = g.renderMessage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.", "", "")
 		return errFormRejected
 	}
-	if !g.Engine.CSRF.Valid(r, r.PostForm.Get("csrf_token")) {
+	if !g.Engine.CSRF.Valid(r, r.PostForm.Get("csrf_token"), ownerOf(r)) {
 		g.Engine.Log(r, nil, stepup.Record{Event: stepup.EventDenied, Result: "refused", Reason: "csrf_token_invalid"})
 		_ = g.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Go back, reload the page and try again.", "", "")
 		return errFormRejected
@@ -476,7 +499,12 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		return g.renderMessage(w, r, http.StatusBadRequest, "Not held", "You do not hold that tier.", e.Prefix+"/", "Your session")
 	}
 	_, closed, err := e.LogOff(w, r, s, tier)
-	if err != nil {
+	if errors.Is(err, stepup.ErrSessionChanged) {
+		// A concurrent step-up changed the session: logging off must not
+		// lose to it, so the whole session ends.
+		closed = s.Stack.Names()
+		e.Sessions.End(w, r, s)
+	} else if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
 	e.Log(r, s, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Tiers: strings.Join(closed, ",")})
@@ -505,14 +533,16 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 				baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
 				enrolled, _ := en.Enrolled(r.Context(), s.User)
 				isKey := e.Methods[name].Name() == "webauthn"
+				// Changing an existing credential asks for the tier itself
+				// first (the enrolment page sends the user there).
 				switch {
-				case held && isKey:
+				case enrolled && isKey:
 					row.EnrolLabel = "Add security key"
-				case held:
+				case enrolled:
 					row.EnrolLabel = "Replace authenticator"
-				case !enrolled && en.SelfEnroll() && baseHeld && isKey:
+				case en.SelfEnroll() && baseHeld && isKey:
 					row.EnrolLabel = "Register security key"
-				case !enrolled && en.SelfEnroll() && baseHeld:
+				case en.SelfEnroll() && baseHeld:
 					row.EnrolLabel = "Set up"
 				}
 				if row.EnrolLabel != "" {
@@ -524,8 +554,38 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	}
 	if s != nil && s.User != "" {
 		d.Keys = g.securityKeys(r, s)
+		changes, _ := e.Credentials.Changes(r.Context(), s.User)
+		for _, c := range changes {
+			d.Changes = append(d.Changes, changeRow{Text: describeChange(c), At: c.At.UTC().Format("2006-01-02 15:04 UTC")})
+		}
 	}
 	return g.render(w, r, http.StatusOK, "status", d)
+}
+
+// changeRow is a credential change on the status page.
+type changeRow struct{ Text, At string }
+
+// describeChange says what happened to a credential, in words.
+func describeChange(c stepup.CredentialChange) string {
+	what := "Credential"
+	switch c.Method {
+	case "totp":
+		what = "Security code (authenticator app)"
+	case "webauthn":
+		what = "Security key"
+	}
+	switch c.Kind {
+	case stepup.ChangeEnroll:
+		if c.Method == "webauthn" {
+			return what + " added"
+		}
+		return what + " set up"
+	case stepup.ChangeReplace:
+		return what + " replaced"
+	case stepup.ChangeRemove:
+		return what + " removed"
+	}
+	return what + " changed"
 }
 
 // confirm shows a kept request before it is sent.
@@ -533,11 +593,13 @@ func (g *Gateway) confirm(w http.ResponseWriter, r *http.Request, s *stepup.Sess
 	if s == nil {
 		return g.challengeExpired(w, r)
 	}
-	kept, err := g.Engine.PeekPending(r.Context(), s.Owner, id)
+	kept, err := g.Engine.PeekPending(r.Context(), s, id)
 	if err != nil {
 		return g.challengeExpired(w, r)
 	}
-	return g.render(w, r, http.StatusOK, "confirm", &pageData{Title: "Confirm", PendingReq: kept})
+	d := &pageData{Title: "Confirm your action", PendingReq: kept}
+	d.Fields, d.MoreFields, d.IsForm = kept.FormFields()
+	return g.render(w, r, http.StatusOK, "confirm", d)
 }
 
 // resume replays (or discards) a kept request after its confirmation.
@@ -549,7 +611,7 @@ func (g *Gateway) resume(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if s == nil {
 		return g.challengeExpired(w, r)
 	}
-	kept, err := e.TakePending(r.Context(), s.Owner, id)
+	kept, err := e.TakePending(r.Context(), s, id)
 	if err != nil {
 		return g.challengeExpired(w, r)
 	}

@@ -34,7 +34,7 @@ func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *ste
 		_ = jsonError(w, http.StatusNotFound, "There is no such security key step.")
 		return nil, p, nil, false
 	}
-	if !e.CSRF.Valid(r, r.Header.Get("X-CSRF-Token")) {
+	if !e.CSRF.Valid(r, r.Header.Get("X-CSRF-Token"), ownerOf(r)) {
 		e.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "csrf_token_invalid"})
 		_ = jsonError(w, http.StatusForbidden, "This page has expired. Reload it and try again.")
 		return nil, p, nil, false
@@ -63,7 +63,7 @@ func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *ste
 // persisted is ceremonyRequest's session, stored so that the ceremony's
 // challenge can be bound to it (an external identity may have none yet).
 func (g *Gateway) persisted(w http.ResponseWriter, r *http.Request, s *stepup.Session) (*stepup.Session, bool) {
-	s, err := g.Engine.Persist(w, r, s)
+	s, err := g.persist(w, r, s)
 	if err != nil {
 		_ = jsonError(w, http.StatusInternalServerError, "Something went wrong. Try again.")
 		return nil, false
@@ -107,6 +107,12 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
+		rs, err := e.Limiter.Reserve(r.Context(), tier, s.User, ip, true)
+		if err != nil {
+			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
+			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		}
+		defer rs.Settle(r.Context(), stepup.Unavailable)
 		o, err := m.FinishLogin(r, tier, s.Owner, s.User, body)
 		if errors.Is(err, webauthn.ErrRelyingParty) {
 			return jsonError(w, http.StatusBadRequest, "Security keys cannot be used on this address. Open the site by its name, not an IP address.")
@@ -114,13 +120,12 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		rec := stepup.Record{Event: stepup.EventStepUp, User: s.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason}
+		rs.Settle(r.Context(), o.Result)
+		rec := stepup.Record{Event: stepup.EventStepUp, User: s.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: m.Name()}
 		if o.Result != stepup.Accepted {
-			e.Limiter.Failed(r.Context(), tier, s.User, ip)
 			e.Log(r, s, rec)
 			return jsonError(w, http.StatusUnauthorized, o.Message)
 		}
-		e.Limiter.Succeeded(r.Context(), tier, s.User)
 		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
 			return err
 		}
@@ -138,7 +143,7 @@ func (g *Gateway) webauthnEnrolPage(w http.ResponseWriter, r *http.Request, s *s
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
-	p, ok, err := g.enrolWalk(w, r, s, m, step, v)
+	p, _, ok, err := g.enrolWalk(w, r, s, m, step, v)
 	if !ok {
 		return err
 	}
@@ -160,11 +165,17 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
 	}
-	switch g.enrolPermissionFor(s, m, step) {
+	perm, err := g.enrolPermissionFor(r, s, m, step)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	switch perm {
 	case enrolNeedBase:
 		q := p.query()
 		q.Set("tier", step)
 		return jsonError(w, http.StatusConflict, "Step up first.", "next", e.Prefix+"/challenge?"+q.Encode())
+	case enrolNeedTier:
+		return jsonError(w, http.StatusConflict, "Confirm with one of your security keys first.", "next", g.freshStepURL(step, g.enrolPageURL(m, step, p)))
 	case enrolRefused:
 		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
 		return jsonError(w, http.StatusForbidden, "Security keys for this step are registered by your administrator.")
@@ -192,6 +203,11 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
+		rs, err := e.Limiter.Reserve(r.Context(), step, s.User, ip, true)
+		if err != nil {
+			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		}
+		defer rs.Settle(r.Context(), stepup.Unavailable)
 		o, err := m.FinishRegistration(r, step, s.Owner, s.User, body)
 		if errors.Is(err, webauthn.ErrRelyingParty) {
 			return jsonError(w, http.StatusBadRequest, "Security keys cannot be used on this address. Open the site by its name, not an IP address.")
@@ -199,12 +215,12 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		rec := stepup.Record{Event: stepup.EventEnroll, User: s.User, Tier: step, Result: o.Result.String(), Reason: o.Reason}
-		e.Log(r, s, rec)
+		rs.Settle(r.Context(), o.Result)
 		if o.Result != stepup.Accepted {
-			e.Limiter.Failed(r.Context(), step, s.User, ip)
+			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, User: s.User, Tier: step, AuthMethod: m.Name(), Result: o.Result.String(), Reason: o.Reason})
 			return jsonError(w, http.StatusUnauthorized, o.Message)
 		}
+		e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeEnroll, step, m.Name())
 		// Creating the key needed the user's presence and verification:
 		// it is a step-up to the tier.
 		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, Result: "success", Reason: "registered"}); err != nil {
@@ -228,9 +244,10 @@ func (g *Gateway) webauthnRemove(w http.ResponseWriter, r *http.Request, s *step
 	if !ok || s == nil || s.User == "" {
 		return g.renderMessage(w, r, http.StatusBadRequest, "Not possible", "There is no such security key.", e.Prefix+"/", "Your session")
 	}
-	if g.enrolPermissionFor(s, m, step) == enrolNeedBase {
-		q := url.Values{"tier": {step}, "return": {"/"}}
-		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
+	// Removing a key is a credential change: it needs the tier itself,
+	// held and fresh, as adding one does.
+	if !s.Stack.Holds(e.Hierarchy, step, e.Now(), g.changeFreshness(step)) {
+		http.Redirect(w, r, g.freshStepURL(step, e.Prefix+"/"), http.StatusSeeOther)
 		return nil
 	}
 	creds, err := m.Credentials(r.Context(), s.User)
@@ -248,7 +265,7 @@ func (g *Gateway) webauthnRemove(w http.ResponseWriter, r *http.Request, s *step
 	if !removed {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such security key.", e.Prefix+"/", "Your session")
 	}
-	e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "removed", Reason: "credential_removed"})
+	e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeRemove, step, m.Name())
 	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 	return nil
 }

@@ -129,7 +129,14 @@ func (m *Memory) SetIfAbsent(_ context.Context, key string, val []byte, ttl time
 // Incr adds one to the counter under key and returns the new value. A new
 // counter expires ttl after its creation (a fixed window); incrementing does
 // not extend it.
-func (m *Memory) Incr(_ context.Context, key string, ttl time.Duration) (int64, error) {
+func (m *Memory) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
+	return m.Add(ctx, key, 1, ttl)
+}
+
+// Add adds delta (which may be negative) to the counter under key and
+// returns the new value. A new counter expires ttl after its creation;
+// changing it does not extend it.
+func (m *Memory) Add(_ context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	s := m.shard(key)
 	now := m.now().UnixNano()
 	s.mu.Lock()
@@ -144,10 +151,25 @@ func (m *Memory) Incr(_ context.Context, key string, ttl time.Duration) (int64, 
 	} else {
 		e = entry{exp: m.expiry(ttl)}
 	}
-	n++
+	n += delta
 	e.val = strconv.AppendInt(e.val[:0], n, 10)
 	s.m[key] = e
 	return n, nil
+}
+
+// Replace stores a copy of val under key for ttl only if a live value is
+// there, atomically, and reports whether it did: a record that was deleted
+// meanwhile (an ended session) is never brought back.
+func (m *Memory) Replace(_ context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
+	s := m.shard(key)
+	now := m.now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; !ok || !e.live(now) {
+		return false, nil
+	}
+	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	return true, nil
 }
 
 // Len counts the live entries (for metrics and tests).

@@ -123,9 +123,10 @@ func (m *Method) Enrolled(ctx context.Context, user string) (bool, error) {
 	return err == nil, err
 }
 
-func lockKey(user string) string   { return "totp:lock:" + user }
-func lockLevel(user string) string { return "totp:locks:" + user }
-func failKey(user string) string   { return "totp:fail:" + user }
+func lockKey(user string) string    { return "totp:lock:" + user }
+func attemptKey(user string) string { return "totp:attempts:" + user }
+func lockLevel(user string) string  { return "totp:locks:" + user }
+func failKey(user string) string    { return "totp:fail:" + user }
 
 // The replay guard is kept per code parameters: step numbers of a 60 s
 // tier are not comparable with those of a 30 s one, and a code of one
@@ -152,8 +153,8 @@ func (m *Method) LockedUntil(ctx context.Context, user string) (time.Time, bool)
 // Verify implements stepup.Method.
 func (m *Method) Verify(ctx context.Context, a *stepup.Attempt) (*stepup.Outcome, error) {
 	user := a.User
-	if until, locked := m.LockedUntil(ctx, user); locked {
-		return &stepup.Outcome{Result: stepup.Rejected, User: user, Reason: "locked", Message: lockedMessage(until.Sub(m.now()))}, nil
+	if out, err := m.reserve(ctx, user); out != nil || err != nil {
+		return out, err
 	}
 	secret, err := m.secret(ctx, user)
 	if errors.Is(err, ErrNoSecret) {
@@ -171,9 +172,27 @@ func (m *Method) Verify(ctx context.Context, a *stepup.Attempt) (*stepup.Outcome
 	} else if replayed {
 		return m.fail(ctx, user, "replayed_code", "That code was already used. Wait for the next code and enter it.")
 	}
-	_ = m.store.Delete(ctx, failKey(user))
+	m.succeeded(ctx, user)
 	_ = m.store.Delete(ctx, lockLevel(user))
 	return &stepup.Outcome{Result: stepup.Accepted, User: user, Credential: "totp"}, nil
+}
+
+// reserve counts an attempt before its code is checked, so that codes
+// guessed in parallel cannot all be checked before the first failure is
+// counted: once the count is past the limit, no further code is checked
+// until the lock ends. It returns an outcome when the attempt is refused.
+func (m *Method) reserve(ctx context.Context, user string) (*stepup.Outcome, error) {
+	if until, locked := m.LockedUntil(ctx, user); locked {
+		return &stepup.Outcome{Result: stepup.Rejected, User: user, Reason: "locked", Message: lockedMessage(until.Sub(m.now()))}, nil
+	}
+	n, err := m.store.Incr(ctx, attemptKey(user), 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if n > int64(m.lockout.Failures) {
+		return &stepup.Outcome{Result: stepup.Rejected, User: user, Reason: "locked", Message: lockedMessage(m.lockout.Duration)}, nil
+	}
+	return nil, nil
 }
 
 // claim marks a time step as used by the user. A step is used once, and
@@ -221,8 +240,15 @@ func (m *Method) fail(ctx context.Context, user, reason, msg string) (*stepup.Ou
 		return nil, err
 	}
 	_ = m.store.Delete(ctx, failKey(user))
+	_ = m.store.Delete(ctx, attemptKey(user))
 	out.Reason, out.Message = "locked_out", lockedMessage(d)
 	return out, nil
+}
+
+// succeeded clears the user's counts after a right code.
+func (m *Method) succeeded(ctx context.Context, user string) {
+	_ = m.store.Delete(ctx, failKey(user))
+	_ = m.store.Delete(ctx, attemptKey(user))
 }
 
 func lockedMessage(d time.Duration) string {
@@ -285,12 +311,12 @@ var ErrEnrolmentExpired = errors.New("enrolment expired")
 // the code's time step counts as used. A wrong code counts towards the
 // lockout like any other.
 func (m *Method) ConfirmEnrolment(ctx context.Context, owner, user, code string) (*stepup.Outcome, error) {
-	if until, locked := m.LockedUntil(ctx, user); locked {
-		return &stepup.Outcome{Result: stepup.Rejected, User: user, Reason: "locked", Message: lockedMessage(until.Sub(m.now()))}, nil
-	}
 	e, err := m.PendingEnrolment(ctx, owner, user, "")
 	if err != nil {
 		return nil, ErrEnrolmentExpired
+	}
+	if out, err := m.reserve(ctx, user); out != nil || err != nil {
+		return out, err
 	}
 	step, ok := m.opts.Match(e.Secret, code, m.now())
 	if !ok {
@@ -303,7 +329,7 @@ func (m *Method) ConfirmEnrolment(ctx context.Context, owner, user, code string)
 	if _, err := m.claim(ctx, user, step); err != nil {
 		return nil, err
 	}
-	_ = m.store.Delete(ctx, failKey(user))
+	m.succeeded(ctx, user)
 	return &stepup.Outcome{Result: stepup.Accepted, User: user, Credential: "totp", Reason: "enrolled"}, nil
 }
 

@@ -1,0 +1,185 @@
+package stepup
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// An upstream application may read a request differently from Caddy's
+// matchers: frameworks honour method overrides (Rails, Laravel and Express
+// read _method and X-HTTP-Method-Override), run GET handlers for HEAD, and
+// accept lower-case methods; servers strip ";params", read "\" as "/", and
+// drop trailing dots and spaces from path segments. A transaction set must
+// match whatever the upstream will run, so a request is matched against
+// every reading of it (a conjunction: more sets, more requirements), and
+// fails closed when a form is too large to read for an override.
+
+// overrideHeaders are the method-override headers frameworks honour.
+var overrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// maxOverrideScan bounds how much of a form body is read for a _method
+// field; a larger form is taken to override to any unsafe method.
+const maxOverrideScan = 1 << 20
+
+// unknownOverride are the methods a form too large to read may carry.
+var unknownOverride = []string{http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// Readings are the other ways an upstream may read a request.
+type Readings struct {
+	// Methods are further methods the request may run as (upper case).
+	Methods []string
+	// Path is the path as a lenient server reads it, when that differs.
+	Path string
+}
+
+// Empty reports whether the request has only its plain reading.
+func (v *Readings) Empty() bool { return len(v.Methods) == 0 && v.Path == "" }
+
+// ReadingsOf returns the other readings of a request. It upper-cases a
+// lower-case method in place (the upstream receives the method it was
+// matched as) and may read the start of a form body to look for a _method
+// field, leaving the body intact for the next handler.
+func ReadingsOf(r *http.Request) Readings {
+	var v Readings
+	if !isUpperToken(r.Method) {
+		r.Method = strings.ToUpper(r.Method)
+	}
+	if r.Method == http.MethodHead {
+		v.Methods = append(v.Methods, http.MethodGet)
+	}
+	for _, h := range overrideHeaders {
+		for _, m := range r.Header[h] {
+			v.addMethod(r.Method, m)
+		}
+	}
+	if strings.Contains(r.URL.RawQuery, "_method") {
+		for _, m := range r.URL.Query()["_method"] {
+			v.addMethod(r.Method, m)
+		}
+	}
+	if r.Method == http.MethodPost && r.Body != nil && r.Body != http.NoBody {
+		for _, m := range formOverride(r) {
+			v.addMethod(r.Method, m)
+		}
+	}
+	if suspiciousPath(r.URL.Path) {
+		v.Path = lenientPath(r.URL.Path)
+	}
+	return v
+}
+
+func (v *Readings) addMethod(actual, m string) {
+	m = strings.ToUpper(strings.TrimSpace(m))
+	if m == "" || m == actual || len(m) > 32 {
+		return
+	}
+	for _, have := range v.Methods {
+		if have == m {
+			return
+		}
+	}
+	v.Methods = append(v.Methods, m)
+}
+
+func isUpperToken(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c >= 'a' && c <= 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// formOverride reads up to maxOverrideScan bytes of a form body for
+// _method fields and puts the body back as it was.
+func formOverride(r *http.Request) []string {
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mediaType != "application/x-www-form-urlencoded" && mediaType != "multipart/form-data") {
+		return nil
+	}
+	head, err := io.ReadAll(io.LimitReader(r.Body, maxOverrideScan+1))
+	r.Body = replayedBody{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if err != nil || len(head) > maxOverrideScan {
+		return unknownOverride
+	}
+	if !bytes.Contains(head, []byte("_method")) {
+		return nil
+	}
+	if mediaType == "application/x-www-form-urlencoded" {
+		q, err := url.ParseQuery(string(head))
+		if err != nil {
+			return unknownOverride
+		}
+		return q["_method"]
+	}
+	var out []string
+	mr := multipart.NewReader(bytes.NewReader(head), params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			return unknownOverride
+		}
+		if part.FormName() == "_method" {
+			b, err := io.ReadAll(io.LimitReader(part, 64))
+			if err != nil {
+				return unknownOverride
+			}
+			out = append(out, string(b))
+		}
+	}
+}
+
+// replayedBody is a request body whose start was read ahead.
+type replayedBody struct {
+	io.Reader
+	io.Closer
+}
+
+// suspiciousPath reports whether a lenient server could read the path as
+// another one: a ";", "\", NUL, or a segment ending in a dot, a space or
+// a tab (other than "." and "..", which Caddy's matchers already clean).
+func suspiciousPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; c {
+		case ';', '\\', 0:
+			return true
+		case '.', ' ', '\t':
+			if (i+1 == len(p) || p[i+1] == '/') && !dotSegment(p, i) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dotSegment reports whether the segment ending at p[i] is "." or "..".
+func dotSegment(p string, i int) bool {
+	start := strings.LastIndexByte(p[:i+1], '/') + 1
+	seg := p[start : i+1]
+	return seg == "." || seg == ".."
+}
+
+// lenientPath is the path as a lenient server reads it: backslashes are
+// slashes, ";params" and NUL bytes are dropped, and trailing dots, spaces
+// and tabs are trimmed from each segment.
+func lenientPath(p string) string {
+	p = strings.ReplaceAll(p, "\\", "/")
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		seg, _, _ = strings.Cut(seg, ";")
+		seg = strings.ReplaceAll(seg, "\x00", "")
+		if seg != "." && seg != ".." {
+			seg = strings.TrimRight(seg, ". \t")
+		}
+		segs[i] = seg
+	}
+	return strings.Join(segs, "/")
+}

@@ -1,0 +1,53 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+)
+
+// pageState is the session a page request works with, updated as the
+// request changes it (a stored visitor session, a step-up, a logoff), so
+// that the page it renders carries a CSRF token for the session the next
+// request will present.
+type pageState struct{ s *stepup.Session }
+
+type pageStateKey struct{}
+
+// withSession attaches the request's session to a page request, in place:
+// a kept request is replayed into this very *http.Request, which Caddy's
+// placeholders and the next handlers hold.
+func withSession(r *http.Request, s *stepup.Session) {
+	*r = *r.WithContext(context.WithValue(r.Context(), pageStateKey{}, &pageState{s: s}))
+}
+
+// setSession records that the request changed its session.
+func setSession(r *http.Request, s *stepup.Session) {
+	if st, ok := r.Context().Value(pageStateKey{}).(*pageState); ok {
+		st.s = s
+	}
+}
+
+// ownerOf is the owner of the request's current session ("" for none):
+// CSRF tokens are bound to it.
+func ownerOf(r *http.Request) string {
+	if st, ok := r.Context().Value(pageStateKey{}).(*pageState); ok && st.s != nil {
+		return st.s.Owner
+	}
+	return ""
+}
+
+// persist stores the request's session (see Engine.Persist) and records it.
+func (g *Gateway) persist(w http.ResponseWriter, r *http.Request, s *stepup.Session) (*stepup.Session, error) {
+	s, err := g.Engine.Persist(w, r, s)
+	if err == nil {
+		setSession(r, s)
+	}
+	return s, err
+}
+
+// errConcurrentChange answers a step whose session another request changed
+// first: the browser holds that request's cookie, and the walk resumes.
+var errConcurrentChange = errors.New("session changed by a concurrent request")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 )
@@ -202,9 +203,20 @@ func (c *chrome) cloneWithCounter(cred *webauthn.Credential, n float64) {
 	if _, err := chromedp.Call(c.ctx, webauthn.RemoveCredential, webauthn.RemoveCredentialParams{AuthenticatorID: c.auth, CredentialID: cred.CredentialID}); err != nil {
 		c.t.Fatalf("RemoveCredential: %v", err)
 	}
-	clone := *cred
-	clone.SignCount = n
-	if _, err := chromedp.Call(c.ctx, webauthn.AddCredential, webauthn.AddCredentialParams{AuthenticatorID: c.auth, Credential: &clone}); err != nil {
+	// Newer Chromium refuses AddCredential for a ctap2 authenticator when
+	// the CMTG fields that cdproto always sends are present: add the clone
+	// with the fields a credential needs, and nothing else.
+	clone := map[string]any{
+		"credentialId":         cred.CredentialID,
+		"isResidentCredential": cred.IsResidentCredential,
+		"rpId":                 cred.RpID,
+		"privateKey":           cred.PrivateKey,
+		"userHandle":           cred.UserHandle,
+		"signCount":            n,
+	}
+	params := map[string]any{"authenticatorId": c.auth, "credential": clone}
+	addRaw := cdp.Command[map[string]any, cdp.Empty]{Method: webauthn.CommandAddCredential}
+	if _, err := chromedp.Call(c.ctx, addRaw, params); err != nil {
 		c.t.Fatalf("AddCredential: %v", err)
 	}
 }

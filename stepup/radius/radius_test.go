@@ -190,7 +190,7 @@ func newRogue(t *testing.T, f forge) *rogue {
 
 // respond builds a response to req: signed with Message-Authenticator when
 // sign is set (computed as RFC 3579 says), then the Response Authenticator.
-func respond(t *testing.T, req *radius.Packet, code radius.Code, key []byte, sign bool, msg string) []byte {
+func respond(t testing.TB, req *radius.Packet, code radius.Code, key []byte, sign bool, msg string) []byte {
 	p := req.Response(code)
 	p.Secret = key
 	if msg != "" {

@@ -3,10 +3,12 @@ package stepup
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -115,22 +117,42 @@ func TestPasswordMethod(t *testing.T) {
 	}
 }
 
-// FuzzParsePasswordHash: configured hashes are parsed at load; nothing
-// makes the parser panic, and what it accepts is usable.
+// FuzzParsePasswordHash: configured hashes are parsed at load. Nothing
+// makes the parser panic, and an argon2id hash made from a password parses
+// and matches that password and no other. (bcrypt's parser and comparison
+// are x/crypto's, and take a tenth of a second under the fuzzer's
+// instrumentation: TestParsePasswordHashAcceptsCaddyFormats covers them.)
 func FuzzParsePasswordHash(f *testing.F) {
-	for _, s := range []string{caddyBcrypt, caddyArgon2id, "$argon2id$v=19$m=1,t=1,p=1$AA$AAAAAAAAAAAAAAAAAAAAAA", "$2y$04$", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		h, err := ParsePasswordHash(s)
+	f.Add("secret-pw", "secret-pW", []byte("0123456789abcdef"), uint8(0), caddyArgon2id)
+	f.Add("", "x", []byte{}, uint8(200), "$argon2id$v=19$m=1,t=1,p=1$AA$AAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("pässwörd", "passwörd", []byte("salt"), uint8(31), caddyBcrypt)
+	f.Add(strings.Repeat("p", 100), strings.Repeat("p", 99), []byte("s"), uint8(255), "$2y$04$")
+	f.Add("a", "b", []byte("salt"), uint8(1), "")
+	f.Fuzz(func(t *testing.T, password, other string, salt []byte, params uint8, s string) {
+		if h, err := ParsePasswordHash(s); err == nil {
+			if h.bcrypt == nil && h.argon == nil {
+				t.Fatal("accepted a hash with no algorithm")
+			}
+			if h.argon != nil && (h.argon.memory > 4<<20 || h.argon.threads == 0 || len(h.argon.key) < 16) {
+				t.Fatalf("accepted unusable argon2id parameters: %+v", h.argon)
+			}
+		}
+
+		// Cheap parameters keep the fuzzer fast; the parser reads them
+		// like any others.
+		memory, time, threads := 8+uint32(params%64), 1+uint32(params>>6&1), 1+params>>7
+		key := argon2.IDKey([]byte(password), salt, time, memory, threads, 16+uint32(params%17))
+		hash := fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", memory, time, threads,
+			base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+		h, err := ParsePasswordHash(hash)
 		if err != nil {
-			return
+			t.Fatalf("%q: %v", hash, err)
 		}
-		if h.bcrypt == nil && h.argon == nil {
-			t.Fatal("accepted a hash with no algorithm")
+		if !h.Matches(password) {
+			t.Fatalf("%q does not match its password %q", hash, password)
 		}
-		if h.argon != nil && (h.argon.memory > 4<<20 || h.argon.threads == 0 || len(h.argon.key) < 16) {
-			t.Fatalf("accepted unusable argon2id parameters: %+v", h.argon)
+		if other != password && h.Matches(other) {
+			t.Fatalf("%q of %q matches %q", hash, password, other)
 		}
 	})
 }

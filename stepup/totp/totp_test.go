@@ -3,6 +3,7 @@ package totp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"image/png"
 	"net/url"
 	"strings"
@@ -178,10 +179,21 @@ func TestVaultEncryptsAtRest(t *testing.T) {
 	if _, err := v.Load(ctx, "alice"); err == nil {
 		t.Fatal("a tampered secret decrypted")
 	}
-	other, _ := NewVault(bl, bytes.Repeat([]byte{8}, 32))
-	_ = v.Save(ctx, "carol", secret)
-	if _, err := other.Load(ctx, "carol"); err == nil {
-		t.Fatal("decrypted under another key")
+	// Carol's secret, sealed under the vault's key, is there and unusable
+	// under another key: an error, not "no secret", which would let carol
+	// enrol again.
+	other, err := NewVault(bl, bytes.Repeat([]byte{8}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Save(ctx, "carol", secret); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.Load(ctx, "carol"); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("Load(carol) = %q, %v", got, err)
+	}
+	if _, err := other.Load(ctx, "carol"); err == nil || errors.Is(err, ErrNoSecret) {
+		t.Fatalf("Load under another key: %v, want a decryption error", err)
 	}
 }
 

@@ -228,13 +228,13 @@ func TestStepUpAboveAnUnheldBaseIsRefused(t *testing.T) {
 	s := startCaddy(t, global(t), site)
 	b := s.browser()
 	b.login("login", "/", creds("bob", "bob-pw"))
-	page := b.get("/_stepup/challenge?tier=key")
+	b.get("/_stepup/challenge?tier=key") // for the CSRF token
 	// Post straight to the key step while only login is held.
 	r := b.post("/_stepup/verify/key", url.Values{"target": {"key"}, "password": {"bob-pw"}, "csrf_token": {b.csrf}})
 	if r.StatusCode != http.StatusSeeOther || !strings.Contains(b.location(r), "/_stepup/challenge") {
 		t.Fatalf("out-of-order step: %d %s", r.StatusCode, r.body)
 	}
-	if !strings.Contains(page.body, "Step 2 of 3") {
+	if page := b.follow(r); !strings.Contains(page.body, "Step 2 of 3: sudo") {
 		t.Fatalf("challenge did not resume at sudo: %s", page.body)
 	}
 	if got := b.get("/vault/x"); got.StatusCode != http.StatusSeeOther {
@@ -392,7 +392,14 @@ func TestCascadeLogoff(t *testing.T) {
 }
 
 func TestLevelsLapseAtMaxAgeInACascade(t *testing.T) {
-	s := startCaddy(t, global(t), site)
+	// Idle timeout and lifetime beyond login's max age, so that only the
+	// lapse can end the login level.
+	g := strings.Replace(global(t), "\t\tlimits {", `		session {
+			idle_timeout 24h
+			lifetime 24h
+		}
+		limits {`, 1)
+	s := startCaddy(t, g, site)
 	b := s.browser()
 	b.login("key", "/", creds("alice", "alice-pw"), pw("alice-pw"), pw("alice-pw"))
 	s.clock.Advance(5*time.Minute + time.Second)
@@ -409,6 +416,12 @@ func TestLevelsLapseAtMaxAgeInACascade(t *testing.T) {
 	r := b.get("/reports/x")
 	if r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("login outlived its max age: %d", r.StatusCode)
+	}
+	if s.findAudit("lapse", map[string]string{"tier": "login", "reason": "lapsed", "user": "alice"}) == nil {
+		t.Fatal("no lapse audit record for login")
+	}
+	if st := b.get("/_stepup/"); !strings.Contains(st.body, "You are not signed in") {
+		t.Fatalf("status after the root lapsed: %s", st.body)
 	}
 }
 
@@ -906,7 +919,8 @@ func TestKeptNavigationNeverRedirectsOffSite(t *testing.T) {
 	if strings.HasPrefix(loc, "//") || strings.Contains(loc, "evil.example") && !strings.HasPrefix(loc, "/") {
 		t.Fatalf("redirected off-site: %q", loc)
 	}
-	if u := mustURL(s.base + loc); u.Host != mustURL(s.base).Host {
+	// Where a browser goes: the location resolved against the page's URL.
+	if u := mustURL(s.base + "/_stepup/").ResolveReference(mustURL(loc)); u.Host != mustURL(s.base).Host {
 		t.Fatalf("redirected to another host: %q", loc)
 	}
 }

@@ -403,3 +403,87 @@ func sameDrops(a, b []Drop) bool {
 	}
 	return true
 }
+
+func TestHoldsEndsAtExactlyTheStricterMaxAge(t *testing.T) {
+	h := demo(t)
+	s := climb(t, h, nil, "login", "otp")
+	if !s.Holds(h, "otp", t0.Add(time.Minute-time.Nanosecond), time.Minute) {
+		t.Error("otp not held just before the stricter bound")
+	}
+	if s.Holds(h, "otp", t0.Add(time.Minute), time.Minute) {
+		t.Error("otp still held at exactly the stricter bound")
+	}
+}
+
+func TestReconcileDropsALevelWhoseBaseIsNotInTheStack(t *testing.T) {
+	h := demo(t)
+	// A stack the code never builds (Push refuses it), as a store could
+	// hand back: otp without its base.
+	s := Stack{{Tier: "otp", Base: "login", Method: "totp", At: t0}}
+	out, drops := s.Reconcile(h, t0.Add(time.Minute))
+	if len(out) != 0 {
+		t.Errorf("held = %v, want nothing", out.Names())
+	}
+	if !sameDrops(drops, []Drop{{"otp", ReasonCascade}}) {
+		t.Errorf("drops = %v", drops)
+	}
+}
+
+// consistent is Reconcile's fast path, taken on every request with a
+// session: it must accept an unchanged stack (whatever the position of a
+// level's base) and refuse every stack that Reconcile would change.
+func TestConsistentAcceptsOnlyAStackReconcileKeeps(t *testing.T) {
+	h := demo(t)
+	s := climb(t, h, nil, "login", "otp", "key", "partner")
+	tests := []struct {
+		name  string
+		stack Stack
+		at    time.Duration
+		want  bool
+	}{
+		{"unchanged", s, time.Minute, true},
+		{"base first", climb(t, h, nil, "login", "token"), time.Minute, true},
+		{"empty", Stack{}, time.Minute, true},
+		{"unknown tier", Stack{s[0], {Tier: "gone", At: t0}}, time.Minute, false},
+		{"re-parented", Stack{s[0], {Tier: "otp", Base: "partner", At: t0}}, time.Minute, false},
+		{"lapsed", s, 5 * time.Minute, false},
+		{"base missing", Stack{s[1]}, time.Minute, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.stack.consistent(h, t0.Add(tt.at)); got != tt.want {
+				t.Fatalf("consistent = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPushRefreshesTheRootInPlace(t *testing.T) {
+	h := demo(t)
+	s := climb(t, h, nil, "login", "otp")
+	now := t0.Add(time.Minute)
+	out, err := s.Push(h, Level{Tier: "login", At: now}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.Names(); !reflect.DeepEqual(got, []string{"login", "otp"}) {
+		t.Fatalf("names = %v", got)
+	}
+	if l, _ := out.Level("login"); !l.At.Equal(now) {
+		t.Fatal("login not refreshed")
+	}
+}
+
+func TestHighestAndRemainingOfARootAlone(t *testing.T) {
+	h := demo(t)
+	s := climb(t, h, nil, "login")
+	if got := s.Highest(h); got != "login" {
+		t.Errorf("Highest = %q, want login", got)
+	}
+	if got := s.Remaining(h, "login", t0.Add(time.Hour)); got != 7*time.Hour {
+		t.Errorf("Remaining(login) = %v, want 7h", got)
+	}
+	if got := s.Remaining(h, "login", t0.Add(9*time.Hour)); got != 0 {
+		t.Errorf("Remaining(lapsed login) = %v, want 0", got)
+	}
+}

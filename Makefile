@@ -68,6 +68,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSessionCookie -fuzztime 20s ./stepup
 	$(GO) test -run '^$$' -fuzz FuzzParsePasswordHash -fuzztime 20s ./stepup
 	$(GO) test -run '^$$' -fuzz FuzzResponse -fuzztime 20s ./stepup/radius
+	$(GO) test -run '^$$' -fuzz FuzzKeptRequest -fuzztime 20s ./stepup
 
 clean:
 	rm -rf $(BIN)

@@ -192,35 +192,16 @@ func TestParallelWrongPasswordsAreCappedAtTheLimit(t *testing.T) {
 	form := hidden(page.body)
 	form.Set("username", "alice")
 	form.Set("password", "wrong")
-	warm := warmTransport(t, s, 30)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	codes := make(chan int, 30)
-	for i := 0; i < 30; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodPost, s.base+"/_stepup/verify/login", strings.NewReader(form.Encode()))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			for _, c := range b.client.Jar.Cookies(mustURL(s.base)) {
-				req.AddCookie(c)
-			}
-			<-start
-			resp, err := warm.RoundTrip(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-			codes <- resp.StatusCode
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(codes)
 	refused := 0
-	for c := range codes {
-		if c == http.StatusTooManyRequests {
+	for _, resp := range parallel(t, s, 30, func() *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, s.base+"/_stepup/verify/login", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for _, c := range b.client.Jar.Cookies(mustURL(s.base)) {
+			req.AddCookie(c)
+		}
+		return req
+	}) {
+		if resp.StatusCode == http.StatusTooManyRequests {
 			refused++
 		}
 	}
@@ -259,34 +240,21 @@ func TestConcurrentStepUpsLeaveOneSession(t *testing.T) {
 	form := hidden(page.body)
 	form.Set("password", "alice-pw")
 	jar := b.client.Jar.Cookies(mustURL(s.base))
-	var mu sync.Mutex
 	var issued []*http.Cookie
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodPost, s.base+"/_stepup/verify/sudo", strings.NewReader(form.Encode()))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			for _, c := range jar {
-				req.AddCookie(c)
+	for _, resp := range parallel(t, s, 4, func() *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, s.base+"/_stepup/verify/sudo", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for _, c := range jar {
+			req.AddCookie(c)
+		}
+		return req
+	}) {
+		for _, c := range resp.Cookies() {
+			if c.Name == "stepup_session" && c.Value != "" {
+				issued = append(issued, c)
 			}
-			resp, err := http.DefaultTransport.RoundTrip(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-			for _, c := range resp.Cookies() {
-				if c.Name == "stepup_session" && c.Value != "" {
-					mu.Lock()
-					issued = append(issued, c)
-					mu.Unlock()
-				}
-			}
-		}()
+		}
 	}
-	wg.Wait()
 	if len(issued) != 1 {
 		t.Fatalf("%d sessions issued by 4 parallel step-ups, want 1", len(issued))
 	}
@@ -319,25 +287,56 @@ func TestConcurrentStepUpsLeaveOneSession(t *testing.T) {
 	}
 }
 
-// warmTransport returns a transport with n connections to the server
-// already open, so that requests released together reach it together.
-func warmTransport(t *testing.T, s *server, n int) *http.Transport {
+// parallel sends n requests made by mk at once, as an attacker's script
+// would: over connections opened beforehand, released together. It returns
+// the responses (bodies read and closed).
+func parallel(t *testing.T, s *server, n int, mk func() *http.Request) []*http.Response {
+	t.Helper()
 	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
-	t.Cleanup(tr.CloseIdleConnections)
+	defer tr.CloseIdleConnections()
+	send := func(req *http.Request) (*http.Response, error) {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
 	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
+	for i := 0; i < n; i++ { // open the connections
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			req, _ := http.NewRequest(http.MethodGet, s.base+"/warm", nil)
-			if resp, err := tr.RoundTrip(req); err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
+			_, _ = send(req)
 		}()
 	}
 	wg.Wait()
-	return tr
+	start := make(chan struct{})
+	out := make([]*http.Response, n)
+	for i := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := mk()
+			<-start
+			resp, err := send(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			out[i] = resp
+		}()
+	}
+	close(start)
+	wg.Wait()
+	var got []*http.Response
+	for _, r := range out {
+		if r != nil {
+			got = append(got, r)
+		}
+	}
+	return got
 }
 
 // rawStatus sends a request line as given (Go's client would clean or
@@ -502,36 +501,19 @@ func TestPerRequestGrantIsUsedOnceUnderRace(t *testing.T) {
 	page := b.get(b.location(b.get("/transfer?to=bob")))
 	b.get(b.location(b.stepUp(page, pw("alice-pw")))) // the grant is made here
 	jar := b.client.Jar.Cookies(mustURL(s.base))
-	warm := warmTransport(t, s, 16)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
 	passed := 0
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodGet, s.base+"/transfer?to=bob", nil)
-			req.Header.Set("Accept", "text/html")
-			for _, c := range jar {
-				req.AddCookie(c)
-			}
-			<-start
-			resp, err := warm.RoundTrip(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				mu.Lock()
-				passed++
-				mu.Unlock()
-			}
-		}()
+	for _, resp := range parallel(t, s, 16, func() *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, s.base+"/transfer?to=bob", nil)
+		req.Header.Set("Accept", "text/html")
+		for _, c := range jar {
+			req.AddCookie(c)
+		}
+		return req
+	}) {
+		if resp.StatusCode == http.StatusOK {
+			passed++
+		}
 	}
-	close(start)
-	wg.Wait()
 	if passed != 1 {
 		t.Fatalf("%d requests passed on one per-request grant", passed)
 	}

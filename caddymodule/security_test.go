@@ -634,3 +634,61 @@ func TestConfigBoundsAreLoadErrors(t *testing.T) {
 		t.Errorf("window 1ns: %v", err)
 	}
 }
+
+// TestExternalIdentityCeremonyKeepsItsToken: for an identity from earlier
+// in the route (never stored until a ceremony needs it), the page's CSRF
+// token must still hold once the ceremony has stored the session.
+func TestExternalIdentityCeremonyKeepsItsToken(t *testing.T) {
+	g := `
+	stepup {
+		secret "` + testSecret + `"
+		tier sso {
+			method external
+			max_age 1h
+		}
+		tier key {
+			base sso
+			method webauthn {
+				enroll self
+			}
+			max_age 5m
+		}
+	}`
+	st := `
+	basic_auth {
+		alice "` + hashFor(t, "alice-basic") + `"
+	}
+	stepup {
+		transaction vault {
+			match {
+				path /vault/*
+			}
+			tier key
+		}
+	}
+	respond "ok"
+`
+	s := startCaddy(t, g, st)
+	b := s.browser()
+	auth := basic("alice", "alice-basic")
+	host := fmt.Sprintf("http://localhost:%d", s.port) // WebAuthn needs a name, not an IP
+	page := b.get(host+"/vault/x", "Authorization", auth)
+	for i := 0; i < 5 && page.StatusCode >= 300; i++ {
+		page = b.get(host+page.Header.Get("Location"), "Authorization", auth)
+	}
+	begin := findSub(`data-begin="([^"]+)"`, page.body)
+	finish := findSub(`data-finish="([^"]+)"`, page.body)
+	if begin == "" || finish == "" {
+		t.Fatalf("no ceremony on the page: %d %s", page.StatusCode, page.body)
+	}
+	begin, finish = host+htmlUnescape(begin), host+htmlUnescape(finish)
+	post := func(path string) response {
+		return b.do(http.MethodPost, path, nil, "Authorization", auth, "Content-Type", "application/json", "X-CSRF-Token", b.csrf)
+	}
+	if r := post(begin); r.StatusCode != http.StatusOK {
+		t.Fatalf("begin: %d %s", r.StatusCode, r.body)
+	}
+	if r := post(finish); r.StatusCode == http.StatusForbidden {
+		t.Fatalf("finish refused the page's own token: %s", r.body)
+	}
+}

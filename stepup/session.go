@@ -87,6 +87,10 @@ func NewVars(user, tier, tiers, roles string) *Vars {
 	return v
 }
 
+// Stored reports whether the session is in the store (an identity from
+// earlier in the route may exist for one request only).
+func (s *Session) Stored() bool { return !s.ephemeral }
+
 // Clone returns a deep copy that may be changed and committed.
 func (s *Session) Clone() *Session {
 	c := &Session{

@@ -88,6 +88,14 @@ type tierRow struct {
 }
 
 func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) error {
+	if st := stateOf(r); st != nil && st.s != nil && !st.s.Stored() {
+		// An identity from earlier in the route, never stored: store it now,
+		// so that the token is bound to the session the page's forms and
+		// ceremonies will present.
+		if s, err := g.Engine.Persist(w, r, st.s); err == nil {
+			st.s = s
+		}
+	}
 	d.CSRF = g.Engine.CSRF.Token(w, r, ownerOf(r))
 	d.Prefix = g.Engine.Prefix
 	securityHeaders(w.Header())

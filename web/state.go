@@ -23,9 +23,14 @@ func withSession(r *http.Request, s *stepup.Session) {
 	*r = *r.WithContext(context.WithValue(r.Context(), pageStateKey{}, &pageState{s: s}))
 }
 
+func stateOf(r *http.Request) *pageState {
+	st, _ := r.Context().Value(pageStateKey{}).(*pageState)
+	return st
+}
+
 // setSession records that the request changed its session.
 func setSession(r *http.Request, s *stepup.Session) {
-	if st, ok := r.Context().Value(pageStateKey{}).(*pageState); ok {
+	if st := stateOf(r); st != nil {
 		st.s = s
 	}
 }
@@ -33,7 +38,7 @@ func setSession(r *http.Request, s *stepup.Session) {
 // ownerOf is the owner of the request's current session ("" for none):
 // CSRF tokens are bound to it.
 func ownerOf(r *http.Request) string {
-	if st, ok := r.Context().Value(pageStateKey{}).(*pageState); ok && st.s != nil {
+	if st := stateOf(r); st != nil && st.s != nil {
 		return st.s.Owner
 	}
 	return ""

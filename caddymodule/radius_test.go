@@ -155,6 +155,37 @@ func TestRADIUSStepUpThroughTheModule(t *testing.T) {
 			t.Fatal("no audit record of the outage")
 		}
 	})
+
+	// Last: it uses up the client's attempts.
+	t.Run("parallel wrong codes are capped at the limit", func(t *testing.T) {
+		b := s.browser()
+		b.login("login", "/", creds("carol", "carol-pw"))
+		page := b.get(b.location(b.get("/token/x")))
+		earlier := len(s.auditRecords())
+		form := hidden(page.body)
+		form.Set("code", "000000")
+		jar := b.client.Jar.Cookies(mustURL(s.base))
+		parallel(t, s, 20, func() *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, s.base+"/_stepup/verify/token", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			for _, c := range jar {
+				req.AddCookie(c)
+			}
+			return req
+		})
+		for i := 0; i < 6; i++ {
+			b.stepUp(page, url.Values{"code": {"000000"}})
+		}
+		asked := 0
+		for _, rec := range s.auditRecords()[earlier:] {
+			if rec["msg"] == "stepup" && rec["user"] == "carol" && rec["tier"] == "token" && rec["result"] != "unavailable" {
+				asked++
+			}
+		}
+		if asked != 5 {
+			t.Fatalf("%d codes sent to RADIUS for carol, want 5 (limits per_user)", asked)
+		}
+	})
 }
 
 func TestRADIUSConfigErrors(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/caddy-stepup/caddy-stepup/stepup/store"
 )
 
-func newMethod(t *testing.T, c Config) (*Method, *testenv.Blobs) {
+func newMethod(t testing.TB, c Config) (*Method, *testenv.Blobs) {
 	t.Helper()
 	bl := testenv.NewBlobs()
 	c.Blobs, c.Store, c.UserKey = bl, store.NewMemory(0, nil), bytes.Repeat([]byte{3}, 32)

@@ -2,11 +2,19 @@
 //
 //	xcaddy build --with github.com/caddy-stepup/caddy-stepup
 //
-// Modules: the app `stepup` (global option) and the handler
-// `http.handlers.stepup` (directive `stepup`). See README.md.
+// Modules: the app `stepup` (global option), the handler
+// `http.handlers.stepup` (directive `stepup`), the methods
+// `stepup.methods.password|external|totp|radius|webauthn` and the store
+// `stepup.stores.memory`. See README.md.
 package caddystepup
 
 import (
-	// The Caddy glue registers every module in its init functions.
+	// The Caddy glue and the guest modules register in their init functions.
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/external"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/password"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/radius"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/totp"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/webauthn"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/memory"
 )

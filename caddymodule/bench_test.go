@@ -34,8 +34,8 @@ func benchHandler(b *testing.B) (*Handler, func()) {
 		"secret": "` + testSecret + `",
 		"users": {"alice": {"password": "` + string(hash) + `", "roles": ["admin"]}},
 		"tiers": [
-			{"name": "login", "method": {"type": "password"}, "max_age": 28800000000000},
-			{"name": "sudo", "base": "login", "method": {"type": "password"}, "max_age": 300000000000}
+			{"name": "login", "method": {"method": "password"}, "max_age": 28800000000000},
+			{"name": "sudo", "base": "login", "method": {"method": "password"}, "max_age": 300000000000}
 		],
 		"transactions": [
 			{"name": "reports", "match": [{"path": ["/reports/*"]}], "tier": "login"},

@@ -1,13 +1,17 @@
 package caddymodule
 
 import (
-	"strconv"
+	"encoding/json"
+	"fmt"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-stepup/caddy-stepup/caddymodule/syntax"
 )
 
 func init() {
@@ -145,7 +149,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "default":
-			if err := once(d, seen, "default"); err != nil {
+			if err := syntax.Once(d, seen, "default"); err != nil {
 				return err
 			}
 			if !d.NextArg() {
@@ -197,23 +201,23 @@ func unmarshalTransaction(d *caddyfile.Dispenser) (Transaction, error) {
 			}
 			t.MatcherSetsRaw = append(t.MatcherSetsRaw, set)
 		case "tier":
-			if err := once(d, seen, "tier"); err != nil {
+			if err := syntax.Once(d, seen, "tier"); err != nil {
 				return t, err
 			}
 			if !d.AllArgs(&t.Tier) {
 				return t, d.ArgErr()
 			}
 		case "max_age":
-			if err := once(d, seen, "max_age"); err != nil {
+			if err := syntax.Once(d, seen, "max_age"); err != nil {
 				return t, err
 			}
-			dur, err := durationArg(d)
-			if err != nil {
+			var dur caddy.Duration
+			if err := syntax.Duration(d, &dur); err != nil {
 				return t, err
 			}
 			t.MaxAge = &dur
 		case "risk":
-			if err := once(d, seen, "risk"); err != nil {
+			if err := syntax.Once(d, seen, "risk"); err != nil {
 				return t, err
 			}
 			if !d.AllArgs(&t.Risk) {
@@ -243,7 +247,7 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 	name := d.Val()
 	switch name {
 	case "secret", "prefix":
-		if err := once(d, seen, name); err != nil {
+		if err := syntax.Once(d, seen, name); err != nil {
 			return true, err
 		}
 		var v string
@@ -256,14 +260,14 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 			c.Prefix = v
 		}
 	case "store":
-		if err := once(d, seen, name); err != nil {
+		if err := syntax.Once(d, seen, name); err != nil {
 			return true, err
 		}
-		var typ string
-		if !d.AllArgs(&typ) {
-			return true, d.ArgErr()
+		raw, err := guestModule(d, "stepup.stores", "store")
+		if err != nil {
+			return true, err
 		}
-		c.Store = &StoreConfig{Type: typ}
+		c.StoreRaw = raw
 	case "user":
 		return true, c.unmarshalUser(d)
 	case "tier":
@@ -278,63 +282,63 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 		}
 		c.Tiers = append(c.Tiers, t)
 	case "session":
-		if err := once(d, seen, name); err != nil {
+		if err := syntax.Once(d, seen, name); err != nil {
 			return true, err
 		}
 		c.Session = new(SessionConfig)
-		return true, block(d, func(sub string) error {
+		return true, syntax.Block(d, func(sub string) error {
 			switch sub {
 			case "cookie_name":
 				if !d.AllArgs(&c.Session.CookieName) {
 					return d.ArgErr()
 				}
 			case "idle_timeout":
-				return durationInto(d, &c.Session.IdleTimeout)
+				return syntax.Duration(d, &c.Session.IdleTimeout)
 			case "lifetime":
-				return durationInto(d, &c.Session.Lifetime)
+				return syntax.Duration(d, &c.Session.Lifetime)
 			default:
 				return d.Errf("session: unknown subdirective %q", sub)
 			}
 			return nil
 		})
 	case "limits":
-		if err := once(d, seen, name); err != nil {
+		if err := syntax.Once(d, seen, name); err != nil {
 			return true, err
 		}
 		c.Limits = new(LimitsConfig)
-		return true, block(d, func(sub string) error {
+		return true, syntax.Block(d, func(sub string) error {
 			switch sub {
 			case "per_user":
-				return intInto(d, &c.Limits.PerUser)
+				return syntax.Int(d, &c.Limits.PerUser)
 			case "per_client":
-				return intInto(d, &c.Limits.PerClient)
+				return syntax.Int(d, &c.Limits.PerClient)
 			case "window":
-				return durationInto(d, &c.Limits.Window)
+				return syntax.Duration(d, &c.Limits.Window)
 			}
 			return d.Errf("limits: unknown subdirective %q", sub)
 		})
 	case "pending":
-		if err := once(d, seen, name); err != nil {
+		if err := syntax.Once(d, seen, name); err != nil {
 			return true, err
 		}
 		c.Pending = new(PendingConfig)
-		return true, block(d, func(sub string) error {
+		return true, syntax.Block(d, func(sub string) error {
 			switch sub {
 			case "max_body":
 				var n int
-				if err := intInto(d, &n); err != nil {
+				if err := syntax.Int(d, &n); err != nil {
 					return err
 				}
 				c.Pending.MaxBody = int64(n)
 			case "per_session":
-				return intInto(d, &c.Pending.PerSession)
+				return syntax.Int(d, &c.Pending.PerSession)
 			case "per_client":
-				return intInto(d, &c.Pending.PerClient)
+				return syntax.Int(d, &c.Pending.PerClient)
 			case "ttl":
-				return durationInto(d, &c.Pending.TTL)
+				return syntax.Duration(d, &c.Pending.TTL)
 			case "max_total":
 				var n int
-				if err := intInto(d, &n); err != nil {
+				if err := syntax.Int(d, &n); err != nil {
 					return err
 				}
 				c.Pending.MaxTotal = int64(n)
@@ -369,8 +373,8 @@ func (c *Config) unmarshalUser(d *caddyfile.Dispenser) error {
 		}
 	}
 	seen := map[string]bool{}
-	err := block(d, func(sub string) error {
-		if err := once(d, seen, sub); err != nil {
+	err := syntax.Block(d, func(sub string) error {
+		if err := syntax.Once(d, seen, sub); err != nil {
 			return err
 		}
 		switch sub {
@@ -411,8 +415,8 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 		return t, d.ArgErr()
 	}
 	seen := map[string]bool{}
-	err := block(d, func(sub string) error {
-		if err := once(d, seen, sub); err != nil {
+	err := syntax.Block(d, func(sub string) error {
+		if err := syntax.Once(d, seen, sub); err != nil {
 			return err
 		}
 		switch sub {
@@ -425,9 +429,13 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 				return d.ArgErr()
 			}
 		case "max_age":
-			return durationInto(d, &t.MaxAge)
+			return syntax.Duration(d, &t.MaxAge)
 		case "method":
-			return unmarshalMethod(d, &t)
+			raw, err := guestModule(d, "stepup.methods", "method")
+			if err != nil {
+				return fmt.Errorf("tier %q: %w", t.Name, err)
+			}
+			t.MethodRaw = raw
 		default:
 			return d.Errf("tier %q: unknown subdirective %q", t.Name, sub)
 		}
@@ -436,7 +444,7 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 	if err != nil {
 		return t, err
 	}
-	if t.Method.Type == "" {
+	if len(t.MethodRaw) == 0 {
 		return t, d.Errf("tier %q: missing method", t.Name)
 	}
 	if t.MaxAge <= 0 {
@@ -445,247 +453,27 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 	return t, nil
 }
 
-func unmarshalMethod(d *caddyfile.Dispenser, t *TierConfig) error {
+// guestModule reads `<kind> <name> [{ … }]` as the guest module
+// namespace.name, whose own UnmarshalCaddyfile reads its block, and returns
+// its JSON with the name under inlineKey, as Caddy's own guest modules are
+// written (reverse_proxy's transport, tls's issuers).
+func guestModule(d *caddyfile.Dispenser, namespace, inlineKey string) (json.RawMessage, error) {
 	if !d.NextArg() {
-		return d.Errf("tier %q: method: missing name", t.Name)
+		return nil, d.Errf("%s: missing name", inlineKey)
 	}
-	m := &t.Method
-	m.Type = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	switch m.Type {
-	case "password":
-		return block(d, func(sub string) error {
-			return d.Errf("tier %q: method password has no option %q", t.Name, sub)
-		})
-	case "external":
-		return block(d, func(sub string) error {
-			switch sub {
-			case "user":
-				if !d.AllArgs(&m.User) {
-					return d.ArgErr()
-				}
-			case "roles":
-				if !d.AllArgs(&m.Roles) {
-					return d.ArgErr()
-				}
-			default:
-				return d.Errf("tier %q: method external has no option %q", t.Name, sub)
-			}
-			return nil
-		})
-	case "totp":
-		seen := map[string]bool{}
-		return block(d, func(sub string) error {
-			if err := once(d, seen, sub); err != nil {
-				return err
-			}
-			switch sub {
-			case "enroll":
-				if !d.AllArgs(&m.Enroll) {
-					return d.ArgErr()
-				}
-				if m.Enroll != "self" {
-					return d.Errf("tier %q: enroll: want \"self\"", t.Name)
-				}
-			case "digits":
-				return intInto(d, &m.Digits)
-			case "period":
-				return durationInto(d, &m.Period)
-			case "algorithm":
-				if !d.AllArgs(&m.Algorithm) {
-					return d.ArgErr()
-				}
-			case "skew":
-				var s string
-				if !d.AllArgs(&s) {
-					return d.ArgErr()
-				}
-				n, err := strconv.Atoi(s)
-				if err != nil || n < 0 {
-					return d.Errf("tier %q: skew: want a number of steps (0 or more)", t.Name)
-				}
-				m.Skew = &n
-			case "issuer":
-				if !d.AllArgs(&m.Issuer) {
-					return d.ArgErr()
-				}
-			case "lockout":
-				args := d.RemainingArgs()
-				if len(args) < 2 || len(args) > 3 {
-					return d.Errf("tier %q: lockout <failures> <duration> [<max>]", t.Name)
-				}
-				l := &LockoutConfig{}
-				n, err := strconv.Atoi(args[0])
-				if err != nil || n <= 0 {
-					return d.Errf("tier %q: lockout: %q is not a positive number of failures", t.Name, args[0])
-				}
-				l.Failures = n
-				for i, dst := range []*caddy.Duration{&l.Duration, &l.Max}[:len(args)-1] {
-					v, err := caddy.ParseDuration(args[i+1])
-					if err != nil || v <= 0 {
-						return d.Errf("tier %q: lockout: %q is not a positive duration", t.Name, args[i+1])
-					}
-					*dst = caddy.Duration(v)
-				}
-				m.Lockout = l
-			default:
-				return d.Errf("tier %q: method totp has no option %q", t.Name, sub)
-			}
-			return nil
-		})
-	case "radius":
-		seen := map[string]bool{}
-		err := block(d, func(sub string) error {
-			if sub != "server" {
-				if err := once(d, seen, sub); err != nil {
-					return err
-				}
-			}
-			switch sub {
-			case "server":
-				var s RADIUSServer
-				if !d.AllArgs(&s.Address, &s.Secret) {
-					return d.Errf("tier %q: server <host:port> <shared secret>", t.Name)
-				}
-				m.Servers = append(m.Servers, s)
-			case "timeout":
-				return durationInto(d, &m.Timeout)
-			case "dead_time":
-				return durationInto(d, &m.DeadTime)
-			case "retries":
-				var s string
-				if !d.AllArgs(&s) {
-					return d.ArgErr()
-				}
-				n, err := strconv.Atoi(s)
-				if err != nil || n < 0 {
-					return d.Errf("tier %q: retries: want 0 or more", t.Name)
-				}
-				m.Retries = &n
-			case "nas_identifier":
-				if !d.AllArgs(&m.NASIdentifier) {
-					return d.ArgErr()
-				}
-			case "nas_ip":
-				if !d.AllArgs(&m.NASIP) {
-					return d.ArgErr()
-				}
-			case "username":
-				if !d.AllArgs(&m.UserName) {
-					return d.ArgErr()
-				}
-			default:
-				return d.Errf("tier %q: method radius has no option %q", t.Name, sub)
-			}
-			return nil
-		})
-		if err == nil && len(m.Servers) == 0 {
-			return d.Errf("tier %q: method radius needs at least one server", t.Name)
+	name := d.Val()
+	if _, err := caddy.GetModule(namespace + "." + name); err != nil {
+		var known []string
+		for _, m := range caddy.GetModules(namespace) {
+			known = append(known, m.ID.Name())
 		}
-		return err
-	case "webauthn":
-		seen := map[string]bool{}
-		return block(d, func(sub string) error {
-			if err := once(d, seen, sub); err != nil {
-				return err
-			}
-			one := func(dst *string) error {
-				if !d.AllArgs(dst) {
-					return d.ArgErr()
-				}
-				return nil
-			}
-			switch sub {
-			case "rp_id":
-				return one(&m.RPID)
-			case "rp_name":
-				return one(&m.RPName)
-			case "origins":
-				if m.Origins = d.RemainingArgs(); len(m.Origins) == 0 {
-					return d.ArgErr()
-				}
-			case "user_verification":
-				return one(&m.UserVerification)
-			case "attestation":
-				return one(&m.Attestation)
-			case "resident_key":
-				return one(&m.ResidentKey)
-			case "authenticators":
-				if m.Authenticators = d.RemainingArgs(); len(m.Authenticators) == 0 {
-					return d.ArgErr()
-				}
-			case "enroll":
-				if err := one(&m.Enroll); err != nil {
-					return err
-				}
-				if m.Enroll != "self" {
-					return d.Errf("tier %q: enroll: want \"self\"", t.Name)
-				}
-			case "timeout":
-				return durationInto(d, &m.Timeout)
-			default:
-				return d.Errf("tier %q: method webauthn has no option %q", t.Name, sub)
-			}
-			return nil
-		})
+		return nil, d.Errf("unknown %s %q (available: %s)", inlineKey, name, strings.Join(known, ", "))
 	}
-	return d.Errf("tier %q: unknown method %q (available: password, external, totp, radius, webauthn)", t.Name, m.Type)
-}
-
-// block runs f for every subdirective of the current block.
-func block(d *caddyfile.Dispenser, f func(sub string) error) error {
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		if err := f(d.Val()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func once(d *caddyfile.Dispenser, seen map[string]bool, name string) error {
-	if seen[name] {
-		return d.Errf("%s: given more than once", name)
-	}
-	seen[name] = true
-	return nil
-}
-
-func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	var s string
-	if !d.AllArgs(&s) {
-		return 0, d.ArgErr()
-	}
-	v, err := caddy.ParseDuration(s)
+	unm, err := caddyfile.UnmarshalModule(d, namespace+"."+name)
 	if err != nil {
-		return 0, d.Errf("%s: %v", d.Val(), err)
+		return nil, err
 	}
-	if v < 0 {
-		return 0, d.Errf("%s: negative duration", s)
-	}
-	return caddy.Duration(v), nil
-}
-
-func durationInto(d *caddyfile.Dispenser, dst *caddy.Duration) error {
-	v, err := durationArg(d)
-	if err == nil {
-		*dst = v
-	}
-	return err
-}
-
-func intInto(d *caddyfile.Dispenser, dst *int) error {
-	var s string
-	if !d.AllArgs(&s) {
-		return d.ArgErr()
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return d.Errf("%q: want a positive number", s)
-	}
-	*dst = n
-	return nil
+	return caddyconfig.JSONModuleObject(unm, inlineKey, name, nil), nil
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

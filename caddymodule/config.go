@@ -5,11 +5,11 @@
 package caddymodule
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,13 +17,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
-	"github.com/caddy-stepup/caddy-stepup/stepup/radius"
-	"github.com/caddy-stepup/caddy-stepup/stepup/store"
-	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
-	"github.com/caddy-stepup/caddy-stepup/stepup/webauthn"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
 )
 
@@ -37,9 +32,9 @@ type Config struct {
 	// storage (key "stepup/secret"), so sessions survive restarts.
 	Secret string `json:"secret,omitempty"`
 
-	// Store selects where sessions, kept requests and counters live.
-	// Default: memory.
-	Store *StoreConfig `json:"store,omitempty"`
+	// StoreRaw is where sessions, kept requests and counters live: a
+	// stepup.stores module, e.g. {"store": "memory"}. Default: memory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=stepup.stores inline_key=store"`
 
 	// Prefix is the path under which the module serves its own pages.
 	// Default: /_stepup.
@@ -62,12 +57,6 @@ type Config struct {
 	Pending *PendingConfig `json:"pending,omitempty"`
 }
 
-// StoreConfig selects the session store.
-type StoreConfig struct {
-	// Type of the store: "memory" (one instance; the default).
-	Type string `json:"type,omitempty"`
-}
-
 // UserConfig is one user of the module's directory.
 type UserConfig struct {
 	// Password is the hash printed by `caddy hash-password` (bcrypt or
@@ -86,109 +75,16 @@ type TierConfig struct {
 	// Base is the tier that must be held (and fresh) before this one can be
 	// reached; empty for a root tier.
 	Base string `json:"base,omitempty"`
-	// Method that reaches the tier.
-	Method MethodConfig `json:"method"`
+	// MethodRaw is the method that reaches the tier: a stepup.methods
+	// module, e.g. {"method": "totp", "digits": 6} (password, external,
+	// totp, radius, webauthn, or a third party's).
+	MethodRaw json.RawMessage `json:"method,omitempty" caddy:"namespace=stepup.methods inline_key=method"`
 	// MaxAge is how long the tier stays held; when it lapses, every tier
 	// above it goes too.
 	MaxAge caddy.Duration `json:"max_age"`
 	// ACR is the name used in machine-readable challenges (acr_values);
 	// default: the tier name.
 	ACR string `json:"acr,omitempty"`
-}
-
-// MethodConfig selects and configures a tier's method.
-type MethodConfig struct {
-	// Type: "password" (the module's own users; at a root tier a sign-in,
-	// above it a password confirmation), "external" (identity set earlier
-	// in the route), "totp" (a security code from an authenticator app),
-	// "radius" (a code checked by RADIUS servers) or "webauthn" (a security
-	// key, or the device's biometrics or screen lock).
-	Type string `json:"type"`
-	// Enroll (totp, webauthn): "self" lets users set up their own
-	// credential while they hold the tier's base tier; empty: credentials
-	// are provisioned by the administrator (a user's totp_secret).
-	Enroll string `json:"enroll,omitempty"`
-	// Digits (totp) of a code: 6 (default), 7 or 8.
-	Digits int `json:"digits,omitempty"`
-	// Period (totp) of a time step. Default: 30s.
-	Period caddy.Duration `json:"period,omitempty"`
-	// Algorithm (totp) of the HMAC: SHA1 (default), SHA256 or SHA512.
-	Algorithm string `json:"algorithm,omitempty"`
-	// Skew (totp) is how many time steps before and after the current one
-	// are accepted. Default: 1.
-	Skew *int `json:"skew,omitempty"`
-	// Issuer (totp) names the service in authenticator apps. Default: the
-	// site's host name.
-	Issuer string `json:"issuer,omitempty"`
-	// Lockout (totp): wrong codes before a user's codes are locked, and for
-	// how long (doubling at each further lock within a day, up to max).
-	Lockout *LockoutConfig `json:"lockout,omitempty"`
-
-	// Servers (radius) are tried in order; placeholders in secrets are
-	// expanded.
-	Servers []RADIUSServer `json:"servers,omitempty"`
-	// Timeout (radius) of one attempt, default 3s; (webauthn) of a
-	// ceremony, default 5m.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
-	// Retries (radius) per server after the first attempt. Default: 1.
-	Retries *int `json:"retries,omitempty"`
-	// DeadTime (radius): how long a server that timed out is skipped.
-	// Default: 30s.
-	DeadTime caddy.Duration `json:"dead_time,omitempty"`
-	// NASIdentifier (radius) sent in NAS-Identifier. Default: caddy-stepup.
-	NASIdentifier string `json:"nas_identifier,omitempty"`
-	// NASIP (radius) sent in NAS-IP-Address.
-	NASIP string `json:"nas_ip,omitempty"`
-	// UserName (radius) is the User-Name sent: "{user}" is the user id
-	// (the default); Caddy placeholders are expanded, e.g. "{user}@corp".
-	UserName string `json:"username,omitempty"`
-
-	// RPID (webauthn) is the relying party id, a registrable domain of the
-	// site. Default: the request's host name. Keys are bound to it: change
-	// it and registered keys no longer work.
-	RPID string `json:"rp_id,omitempty"`
-	// RPName (webauthn) is shown by browsers. Default: the RP id.
-	RPName string `json:"rp_name,omitempty"`
-	// Origins (webauthn) allowed in the browser's client data, such as
-	// "https://app.example.com". Default: the request's own origin.
-	Origins []string `json:"origins,omitempty"`
-	// UserVerification (webauthn): "required" (default: biometrics or PIN),
-	// "preferred" or "discouraged".
-	UserVerification string `json:"user_verification,omitempty"`
-	// Attestation (webauthn): "none" (default), "indirect" or "direct".
-	Attestation string `json:"attestation,omitempty"`
-	// ResidentKey (webauthn): "discouraged" (default), "preferred" or
-	// "required".
-	ResidentKey string `json:"resident_key,omitempty"`
-	// Authenticators (webauthn), when set, allows only these AAGUIDs
-	// (authenticator models) at registration.
-	Authenticators []string `json:"authenticators,omitempty"`
-	// User (external) is the placeholder holding the user id, such as
-	// "{http.auth.user.id}" (basic_auth) or "{http.request.header.Remote-User}"
-	// (a header copied by forward_auth). Default: {http.auth.user.id}.
-	User string `json:"user,omitempty"`
-	// Roles (external) is the placeholder holding the roles, separated by
-	// commas or spaces, such as "{http.request.header.Remote-Groups}".
-	Roles string `json:"roles,omitempty"`
-}
-
-// RADIUSServer is one RADIUS server.
-type RADIUSServer struct {
-	// Address is host:port (the authentication port, usually 1812).
-	Address string `json:"address"`
-	// Secret is the shared secret; placeholders such as {env.RADIUS_SECRET}
-	// are expanded.
-	Secret string `json:"secret"`
-}
-
-// LockoutConfig bounds wrong codes per user.
-type LockoutConfig struct {
-	// Failures: consecutive wrong codes that lock. Default: 5.
-	Failures int `json:"failures,omitempty"`
-	// Duration of the first lock. Default: 1m.
-	Duration caddy.Duration `json:"duration,omitempty"`
-	// Max is the longest lock. Default: 1h.
-	Max caddy.Duration `json:"max,omitempty"`
 }
 
 // SessionConfig configures sessions.
@@ -244,14 +140,6 @@ func (auditLog) CaddyModule() caddy.ModuleInfo {
 // now is the clock of every engine; tests in this package replace it.
 var now = time.Now
 
-// stores keeps the session stores across config reloads, so a reload never
-// drops a session.
-var stores = caddy.NewUsagePool()
-
-type pooledStore struct{ *store.Memory }
-
-func (p pooledStore) Destruct() error { return p.Memory.Close() }
-
 // previousHierarchies remembers the last hierarchy that loaded for each
 // configuration owner ("app", "inline"), to refuse reloads that remove a
 // tier still named as a base.
@@ -261,18 +149,13 @@ var previousHierarchies sync.Map
 type built struct {
 	engine    *stepup.Engine
 	hierarchy *tiers.Hierarchy
-	storeKey  string
 }
 
+// release closes the engine's caches; the store and the methods are guest
+// modules, which Caddy cleans up with the configuration.
 func (b *built) release() {
-	if b == nil {
-		return
-	}
-	if b.engine != nil {
+	if b != nil && b.engine != nil {
 		b.engine.Close()
-	}
-	if b.storeKey != "" {
-		_, _ = stores.Delete(b.storeKey)
 	}
 }
 
@@ -312,22 +195,34 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		return nil, fmt.Errorf("secret: %v", err)
 	}
 	b := &built{}
-	st, key, err := c.openStore()
+	st, err := c.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b.storeKey = key
-	env := methodEnv{users: users, keys: keys, store: st, storage: ctx.Storage}
-
+	clock := func() time.Time { return now() }
 	defs := make([]tiers.Tier, 0, len(c.Tiers))
 	methods := make(map[string]stepup.Method, len(c.Tiers))
-	for _, t := range c.Tiers {
-		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: t.Method.Type, MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
-		m, err := env.build(t)
-		if err != nil {
-			b.release()
-			return nil, err
+	for i := range c.Tiers {
+		t := &c.Tiers[i]
+		if len(t.MethodRaw) == 0 {
+			return nil, fmt.Errorf("tier %q: missing method", t.Name)
 		}
+		mod, err := ctx.LoadModule(t, "MethodRaw")
+		if err != nil {
+			return nil, fmt.Errorf("tier %q: %v", t.Name, err)
+		}
+		builder, ok := mod.(stepup.MethodBuilder)
+		if !ok {
+			return nil, fmt.Errorf("tier %q: module %T is not a step-up method", t.Name, mod)
+		}
+		m, err := builder.NewMethod(stepup.MethodEnv{
+			Tier: t.Name, Root: t.Base == "", Users: users, Keys: keys, Store: st, Blobs: storageBlobs{ctx},
+			Now: clock, Resolve: resolvePlaceholder,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tier %q: %v", t.Name, err)
+		}
+		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: m.Name(), MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
 		if _, dup := methods[t.Name]; !dup {
 			methods[t.Name] = m
 		}
@@ -346,11 +241,11 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	ec := stepup.EngineConfig{
 		Hierarchy: h, Methods: methods, Store: st, Keys: keys, Prefix: c.Prefix,
 		Audit:     stepup.NewAudit(ctx.Logger(auditLog{})),
-		Now:       func() time.Time { return now() },
+		Now:       clock,
 		ClientIP:  clientIP,
 		RequestID: requestID,
 		Scheme:    requestScheme,
-		Blobs:     ctx.Storage(),
+		Blobs:     storageBlobs{ctx},
 	}
 	if s := c.Session; s != nil {
 		ec.Session = stepup.SessionConfig{CookieName: s.CookieName, IdleTimeout: time.Duration(s.IdleTimeout), Lifetime: time.Duration(s.Lifetime)}
@@ -372,149 +267,43 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	return b, nil
 }
 
-// methodEnv is what the methods are built from.
-type methodEnv struct {
-	users   map[string]*stepup.User
-	keys    stepup.Keys
-	store   stepup.Store
-	storage func() certmagic.Storage
+// storageBlobs is Caddy storage as stepup.Blobs, looked up at each use, so
+// that a configuration whose methods store no credentials needs none.
+type storageBlobs struct{ ctx caddy.Context }
+
+func (b storageBlobs) Load(ctx context.Context, key string) ([]byte, error) {
+	return b.ctx.Storage().Load(ctx, key)
 }
 
-func (env methodEnv) build(t TierConfig) (stepup.Method, error) {
-	users := env.users
-	mc := t.Method
-	for _, o := range []struct {
-		name    string
-		set     bool
-		methods string
-	}{
-		{"enroll", mc.Enroll != "", "totp webauthn"},
-		{"digits", mc.Digits != 0, "totp"}, {"period", mc.Period != 0, "totp"}, {"algorithm", mc.Algorithm != "", "totp"},
-		{"skew", mc.Skew != nil, "totp"}, {"issuer", mc.Issuer != "", "totp"}, {"lockout", mc.Lockout != nil, "totp"},
-		{"servers", len(mc.Servers) > 0, "radius"}, {"timeout", mc.Timeout != 0, "radius webauthn"},
-		{"retries", mc.Retries != nil, "radius"}, {"dead_time", mc.DeadTime != 0, "radius"},
-		{"nas_identifier", mc.NASIdentifier != "", "radius"}, {"nas_ip", mc.NASIP != "", "radius"}, {"username", mc.UserName != "", "radius"},
-		{"rp_id", mc.RPID != "", "webauthn"}, {"rp_name", mc.RPName != "", "webauthn"}, {"origins", len(mc.Origins) > 0, "webauthn"},
-		{"user_verification", mc.UserVerification != "", "webauthn"}, {"attestation", mc.Attestation != "", "webauthn"},
-		{"resident_key", mc.ResidentKey != "", "webauthn"}, {"authenticators", len(mc.Authenticators) > 0, "webauthn"},
-	} {
-		if o.set && !slices.Contains(strings.Fields(o.methods), mc.Type) {
-			return nil, fmt.Errorf("tier %q: %s is an option of the %s method, not of %s", t.Name, o.name, strings.ReplaceAll(o.methods, " ", " and "), mc.Type)
-		}
-	}
-	switch t.Method.Type {
-	case "totp":
-		if mc.Enroll != "" && mc.Enroll != "self" {
-			return nil, fmt.Errorf("tier %q: enroll must be \"self\" (or absent for administrator-provisioned secrets), not %q", t.Name, mc.Enroll)
-		}
-		opts := totp.Options{Digits: mc.Digits, Period: time.Duration(mc.Period), Algorithm: mc.Algorithm}
-		if mc.Skew != nil {
-			opts.Skew, opts.SkewSet = *mc.Skew, true
-		}
-		provisioned := map[string][]byte{}
-		for name, u := range users {
-			if u.TOTPSecret == "" {
-				continue
-			}
-			s, err := totp.ParseSecret(u.TOTPSecret)
-			if err != nil {
-				return nil, fmt.Errorf("user %q: totp_secret: %v", name, err)
-			}
-			provisioned[name] = s
-		}
-		if mc.Enroll == "" && len(provisioned) == 0 {
-			return nil, fmt.Errorf("tier %q: no user has a totp_secret and enrolment is not self-service (enroll self): nobody could reach this tier", t.Name)
-		}
-		vault, err := totp.NewVault(env.storage(), env.keys.Records)
-		if err != nil {
-			return nil, err
-		}
-		lo := totp.Lockout{}
-		if l := mc.Lockout; l != nil {
-			lo = totp.Lockout{Failures: l.Failures, Duration: time.Duration(l.Duration), Max: time.Duration(l.Max)}
-		}
-		m, err := totp.New(totp.Config{Options: opts, SelfEnroll: mc.Enroll == "self", Issuer: mc.Issuer, Lockout: lo,
-			Provisioned: provisioned, Vault: vault, Store: env.store, Now: func() time.Time { return now() }})
-		if err != nil {
-			return nil, fmt.Errorf("tier %q: method totp: %v", t.Name, err)
-		}
-		return m, nil
-	case "radius":
-		return env.buildRADIUS(t)
-	case "webauthn":
-		if mc.Enroll != "" && mc.Enroll != "self" {
-			return nil, fmt.Errorf("tier %q: enroll must be \"self\" (or absent for keys registered by the administrator), not %q", t.Name, mc.Enroll)
-		}
-		m, err := webauthn.New(webauthn.Config{
-			RPID: mc.RPID, RPName: mc.RPName, Origins: mc.Origins, UserVerification: mc.UserVerification,
-			Attestation: mc.Attestation, ResidentKey: mc.ResidentKey, Authenticators: mc.Authenticators,
-			SelfEnroll: mc.Enroll == "self", Timeout: time.Duration(mc.Timeout),
-			Blobs: env.storage(), Store: env.store, UserKey: env.keys.Records, Now: func() time.Time { return now() },
-		})
-		if err != nil {
-			return nil, fmt.Errorf("tier %q: method webauthn: %v", t.Name, err)
-		}
-		return m, nil
-	case "password":
-		if len(users) == 0 {
-			return nil, fmt.Errorf("tier %q: method password needs at least one user", t.Name)
-		}
-		return stepup.NewPassword(users, t.Base == ""), nil
-	case "external":
-		userFrom := t.Method.User
-		if userFrom == "" {
-			userFrom = "{http.auth.user.id}"
-		}
-		return &stepup.External{UserFrom: userFrom, RolesFrom: t.Method.Roles, Resolve: resolvePlaceholder}, nil
-	case "":
-		return nil, fmt.Errorf("tier %q: missing method", t.Name)
-	}
-	return nil, fmt.Errorf("tier %q: unknown method %q (available: password, external, totp, radius, webauthn)", t.Name, t.Method.Type)
+func (b storageBlobs) Store(ctx context.Context, key string, value []byte) error {
+	return b.ctx.Storage().Store(ctx, key, value)
 }
 
-func (env methodEnv) buildRADIUS(t TierConfig) (stepup.Method, error) {
-	mc := t.Method
-	repl := caddy.NewReplacer()
-	cc := radius.ClientConfig{Timeout: time.Duration(mc.Timeout), DeadTime: time.Duration(mc.DeadTime), Now: func() time.Time { return now() }}
-	if mc.Retries != nil {
-		cc.Retries, cc.RetriesSet = *mc.Retries, true
+func (b storageBlobs) Delete(ctx context.Context, key string) error {
+	return b.ctx.Storage().Delete(ctx, key)
+}
+
+// openStore loads the configured store module (memory by default).
+func (c *Config) openStore(ctx caddy.Context) (stepup.Store, error) {
+	var mod any
+	var err error
+	if len(c.StoreRaw) == 0 {
+		mod, err = ctx.LoadModuleByID("stepup.stores.memory", json.RawMessage("{}"))
+	} else {
+		mod, err = ctx.LoadModule(c, "StoreRaw")
 	}
-	for _, s := range mc.Servers {
-		secret := repl.ReplaceKnown(s.Secret, "")
-		if secret == "" {
-			return nil, fmt.Errorf("tier %q: radius server %q: empty shared secret (is the environment variable set?)", t.Name, s.Address)
-		}
-		cc.Servers = append(cc.Servers, radius.Server{Addr: s.Address, Secret: []byte(secret)})
-	}
-	mcfg := radius.MethodConfig{Client: cc, UserName: mc.UserName, Resolve: resolvePlaceholder, NASIdentifier: mc.NASIdentifier}
-	if mc.NASIP != "" {
-		if mcfg.NASIP = net.ParseIP(mc.NASIP).To4(); mcfg.NASIP == nil {
-			return nil, fmt.Errorf("tier %q: nas_ip %q is not an IPv4 address", t.Name, mc.NASIP)
-		}
-	}
-	m, err := radius.NewMethod(mcfg)
 	if err != nil {
-		return nil, fmt.Errorf("tier %q: method radius: %v", t.Name, err)
+		return nil, fmt.Errorf("store: %v", err)
 	}
-	return m, nil
-}
-
-func (c *Config) openStore() (stepup.Store, string, error) {
-	typ := "memory"
-	if c.Store != nil && c.Store.Type != "" {
-		typ = c.Store.Type
+	sp, ok := mod.(stepup.StoreProvider)
+	if !ok {
+		return nil, fmt.Errorf("store: module %T is not a store", mod)
 	}
-	if typ != "memory" {
-		return nil, "", fmt.Errorf("store: unknown type %q (available: memory)", typ)
-	}
-	key := "memory"
-	v, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledStore{store.NewMemory(time.Minute, func() time.Time { return now() })}, nil
-	})
+	st, err := sp.OpenStore(func() time.Time { return now() })
 	if err != nil {
-		return nil, "", err
+		return nil, fmt.Errorf("store: %v", err)
 	}
-	return v.(pooledStore).Memory, key, nil
+	return st, nil
 }
 
 // secretStorageKey is where a generated secret is kept.

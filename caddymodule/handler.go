@@ -87,7 +87,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		previousHierarchies.Store("inline", b.hierarchy)
 		engine = b.engine
 	} else {
-		if len(h.Users) > 0 || h.Secret != "" || h.Store != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil {
+		if len(h.Users) > 0 || h.Secret != "" || h.StoreRaw != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil {
 			return errors.New("users, secret, store, prefix, session, limits and pending belong with the tiers: in the global stepup option, or all inline")
 		}
 		if app == nil {

@@ -727,6 +727,9 @@ func TestJSONConfigIsEquivalent(t *testing.T) {
 		time.Duration(app.Tiers[2].MaxAge) != 5*time.Minute || app.Users["alice"].Roles[1] != "ops" || app.Limits.PerUser != 3 {
 		t.Fatalf("adapted app config: %+v", app)
 	}
+	if string(app.Tiers[1].MethodRaw) != `{"method":"password"}` {
+		t.Fatalf("a tier's method in JSON: %s", app.Tiers[1].MethodRaw)
+	}
 	if !strings.Contains(string(cfg), `"handler":"stepup","transactions":[{"match":[{"path":["/reports/*"]}],"name":"reports","tier":"login"}`) ||
 		!strings.Contains(string(cfg), `"max_age":0,"name":"transfer"`) {
 		t.Fatalf("adapted handler config: %s", cfg)

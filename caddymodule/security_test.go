@@ -258,9 +258,6 @@ func TestConcurrentStepUpsLeaveOneSession(t *testing.T) {
 	if len(issued) != 1 {
 		t.Fatalf("%d sessions issued by 4 parallel step-ups, want 1", len(issued))
 	}
-	if s.findAudit("stepup", map[string]string{"tier": "sudo", "reason": "concurrent_change"}) == nil {
-		t.Fatal("the losing step-ups were not audited")
-	}
 	// Log off at the root with the winner's cookie: nothing is left.
 	winner := s.browser()
 	winner.client.Jar.SetCookies(mustURL(s.base), append(jar, issued[0]))

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"image/png"
 	"net/http"
@@ -324,10 +325,10 @@ func TestTOTPConfigErrors(t *testing.T) {
 			t.Errorf("%q / %q: got %v, want %q", tt.user, tt.tier, err, tt.want)
 		}
 	}
-	// JSON: totp options on another method are refused.
+	// JSON: an option of another method is refused by the method's module.
 	h := Handler{Config: Config{Secret: testSecret, Users: map[string]*UserConfig{"a": {Password: hashFor(t, "x")}},
-		Tiers: []TierConfig{{Name: "login", Method: MethodConfig{Type: "password", Digits: 6}, MaxAge: 1}}}}
-	if _, err := h.Config.build(caddyContext(t), "test"); err == nil || !strings.Contains(err.Error(), "digits is an option of the totp method, not of password") {
+		Tiers: []TierConfig{{Name: "login", MethodRaw: json.RawMessage(`{"method": "password", "digits": 6}`), MaxAge: 1}}}}
+	if _, err := h.Config.build(caddyContext(t), "test"); err == nil || !strings.Contains(err.Error(), `tier "login"`) || !strings.Contains(err.Error(), `unknown field "digits"`) {
 		t.Fatalf("totp option on a password tier: %v", err)
 	}
 }

@@ -211,7 +211,11 @@ func (e *Engine) Session(w http.ResponseWriter, r *http.Request) *Session {
 	next.Stack = stack
 	if len(stack) == 0 {
 		// The root went: the session is anonymous again, but keeps its
-		// owner so requests kept for a step-up survive a re-login.
+		// owner, so that the same user signing in again finds the requests
+		// kept for a step-up (see Complete).
+		if s.User != "" {
+			next.LastUser = s.User
+		}
 		next.User, next.Roles, next.External = "", nil, false
 	}
 	if s.ephemeral {
@@ -263,7 +267,8 @@ var ErrNotAllowed = errors.New("step-up not allowed")
 // (the browser had none, or another) starts a new session with a new
 // owner: nothing kept for whoever used this browser before carries over,
 // except the kept request the walk is for (pending) when it was kept by a
-// visitor not yet signed in or by this same user. It returns the new
+// visitor not yet signed in. The user who was signed in before the root
+// lapsed keeps the owner, and so every request they kept. It returns the new
 // session; ErrSessionChanged when a concurrent request changed the session
 // first.
 func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, tier string, o *Outcome, pending string) (*Session, error) {
@@ -271,6 +276,10 @@ func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, ti
 	now := e.Now()
 	var next *Session
 	switch {
+	case m.Identifies() && s != nil && s.User == "" && s.LastUser != "" && s.LastUser == o.User:
+		// The same user again after the root lapsed: the same owner.
+		next = s.Clone()
+		next.LastUser = ""
 	case m.Identifies() && (s == nil || s.User != o.User):
 		next = e.Sessions.New()
 	case s == nil:

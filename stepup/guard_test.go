@@ -274,3 +274,23 @@ func TestChallengeRoundsExpireAndAreUsedOnce(t *testing.T) {
 		t.Fatal("an expired round was taken")
 	}
 }
+
+// A refund after the counting window rolled over must not leave a counter
+// below zero (an extra attempt in the next window).
+func TestLimiterRefundAfterTheWindowLeavesNoCredit(t *testing.T) {
+	c := newClock()
+	l := NewLimiter(Limits{PerUser: 1, PerClient: 1, Window: time.Minute}, store.NewMemory(0, c.Now))
+	ctx := context.Background()
+	rs, err := l.Reserve(ctx, "password", "alice", "10.0.0.1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(2 * time.Minute) // the check outlived the window
+	rs.Settle(ctx, Unavailable)
+	if n := l.count(ctx, clientKey("10.0.0.1")); n != 0 {
+		t.Fatalf("client counter %d after a refund across windows", n)
+	}
+	if n := l.count(ctx, userKey("password", "alice")); n != 0 {
+		t.Fatalf("user counter %d after a refund across windows", n)
+	}
+}

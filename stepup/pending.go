@@ -178,6 +178,17 @@ func (e *Engine) PeekPending(ctx context.Context, s *Session, id string) (*Pendi
 	return p, nil
 }
 
+// PendingWaiting reports whether a kept request waits under the session's
+// owner, whoever kept it: a sign-in walk carries it on, and only the user
+// who kept it will see it (PeekPending).
+func (e *Engine) PendingWaiting(ctx context.Context, s *Session, id string) bool {
+	if s == nil || id == "" {
+		return false
+	}
+	_, err := e.Store.Get(ctx, pendingKey(s.Owner, id))
+	return err == nil
+}
+
 // TakePending returns a kept request and removes it: it is replayed (or
 // discarded) once, and only by the user who kept it.
 func (e *Engine) TakePending(ctx context.Context, s *Session, id string) (*PendingRequest, error) {

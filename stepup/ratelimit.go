@@ -109,7 +109,7 @@ type Reservation struct {
 	settled          bool
 }
 
-// Reserve counts an attempt at tier by user from clientIP before it is
+// Reserve counts an attempt at scope by user from clientIP before it is
 // verified, and refuses it (ErrRateLimited) when that goes over a limit, or
 // (ErrBusy) when too many of the user's or the client's attempts are being
 // verified at this moment. countUser false counts the client only (for
@@ -154,7 +154,7 @@ func (rs *Reservation) Settle(ctx context.Context, result Result) {
 	if result == Rejected {
 		return
 	}
-	_, _ = l.store.Add(ctx, clientKey(rs.ip), -1, l.limits.Window)
+	l.refund(ctx, clientKey(rs.ip))
 	if !rs.countUser {
 		return
 	}
@@ -162,7 +162,16 @@ func (rs *Reservation) Settle(ctx context.Context, result Result) {
 		_ = l.store.Delete(ctx, userKey(rs.tier, rs.user))
 		return
 	}
-	_, _ = l.store.Add(ctx, userKey(rs.tier, rs.user), -1, l.limits.Window)
+	l.refund(ctx, userKey(rs.tier, rs.user))
+}
+
+// refund gives one counted attempt back. A window that ended meanwhile has
+// no counter left to take it from: the one a decrement would create is
+// removed rather than left below zero.
+func (l *Limiter) refund(ctx context.Context, key string) {
+	if n, err := l.store.Add(ctx, key, -1, l.limits.Window); err == nil && n < 0 {
+		_ = l.store.Delete(ctx, key)
+	}
 }
 
 // enter takes a verification slot for the user (when withUser) and the

@@ -34,6 +34,10 @@ type Session struct {
 	Roles []string `json:"r,omitempty"`
 	// External is set when the identity came from earlier in the route.
 	External bool `json:"x,omitempty"`
+	// LastUser is who was signed in before the root tier lapsed: signing in
+	// again as that user keeps the session's owner, and with it the user's
+	// kept requests; anyone else starts afresh.
+	LastUser string `json:"lu,omitempty"`
 	// Stack holds the tiers reached.
 	Stack tiers.Stack `json:"s,omitempty"`
 	// Created and Seen bound the session's absolute and idle lifetimes.
@@ -94,7 +98,7 @@ func (s *Session) Stored() bool { return !s.ephemeral }
 // Clone returns a deep copy that may be changed and committed.
 func (s *Session) Clone() *Session {
 	c := &Session{
-		ID: s.ID, Owner: s.Owner, User: s.User, External: s.External,
+		ID: s.ID, Owner: s.Owner, User: s.User, External: s.External, LastUser: s.LastUser,
 		Created: s.Created, Seen: s.Seen, ephemeral: s.ephemeral,
 	}
 	c.Roles = append([]string(nil), s.Roles...)
@@ -157,6 +161,10 @@ type change struct {
 // idle timeout touches more often (a quarter of it), so that a session in
 // use never idles out.
 const maxTouchInterval = time.Minute
+
+// rotatedGrace is how long a rotated id still names its owner, for a
+// request sent with it while the rotation happened.
+const rotatedGrace = time.Minute
 
 // ErrSessionChanged is returned by Commit when another request rotated or
 // ended the session first: exactly one of several concurrent changes wins.
@@ -397,7 +405,13 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 		s.ID = old
 		return err
 	}
-	if old != "" {
+	// The owner's current id, so that ending the session ends whatever id
+	// the owner holds now, not only the one a request presented. A new
+	// owner claims it; a rotation replaces it only while it exists, so that
+	// an EndOwner that ran meanwhile (it removes the index) is not undone.
+	if old == "" {
+		_, _ = m.store.SetIfAbsent(ctx, keyOwner+s.Owner, []byte(s.ID), m.cfg.Lifetime)
+	} else {
 		if _, err := m.store.Take(ctx, keySession+old); err != nil {
 			m.forget(ctx, s.ID)
 			s.ID = old
@@ -407,10 +421,15 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 			return fmt.Errorf("rotating session: %w", err)
 		}
 		m.changes.Store(old, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
+		// A request that presents the old id a moment later (a logoff sent
+		// alongside this change) can still find whose session it was.
+		_ = m.store.Set(ctx, keyRotated+old, []byte(s.Owner), rotatedGrace)
+		if ok, err := m.store.Replace(ctx, keyOwner+s.Owner, []byte(s.ID), m.cfg.Lifetime); err != nil || !ok {
+			m.forget(ctx, s.ID)
+			s.ID = old
+			return ErrSessionChanged
+		}
 	}
-	// The owner's current id, so that ending the session ends whatever id
-	// the owner holds now, not only the one a request presented.
-	_ = m.store.Set(ctx, keyOwner+s.Owner, []byte(s.ID), m.cfg.Lifetime)
 	value, err := m.codec.Encode(m.CookieName(r), []byte(s.ID))
 	if err != nil {
 		return fmt.Errorf("encoding session cookie: %w", err)
@@ -429,6 +448,25 @@ func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) {
 		}
 	}
 	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), "", m.options(r, -1)))
+}
+
+// RotatedOwner returns the owner of the session whose id the request's
+// cookie held until a moment ago ("" when it names none).
+func (m *Sessions) RotatedOwner(r *http.Request) string {
+	name := m.CookieName(r)
+	value := cookieValue(r, name)
+	if value == "" {
+		return ""
+	}
+	var raw []byte
+	if err := m.codec.Decode(name, value, &raw); err != nil || len(raw) == 0 {
+		return ""
+	}
+	owner, err := m.store.Get(r.Context(), keyRotated+string(raw))
+	if err != nil {
+		return ""
+	}
+	return string(owner)
 }
 
 // EndOwner ends the owner's current session id.

@@ -49,6 +49,7 @@ var ErrNotFound = store.ErrNotFound
 const (
 	keySession = "s:"
 	keyOwner   = "o:"
+	keyRotated = "rot:"
 	keyPending = "p:"
 	keyGrant   = "g:"
 	keyLimit   = "l:"

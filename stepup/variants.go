@@ -57,8 +57,8 @@ func ReadingsOf(r *http.Request) Readings {
 			v.addMethod(r.Method, m)
 		}
 	}
-	if strings.Contains(r.URL.RawQuery, "_method") {
-		for _, m := range r.URL.Query()["_method"] {
+	if q := r.URL.RawQuery; strings.Contains(q, "method") || strings.IndexByte(q, '%') >= 0 {
+		for _, m := range overrideFields(q) {
 			v.addMethod(r.Method, m)
 		}
 	}
@@ -96,10 +96,18 @@ func isUpperToken(m string) bool {
 }
 
 // formOverride reads up to maxOverrideScan bytes of a form body for
-// _method fields and puts the body back as it was.
+// _method fields and puts the body back as it was. A body without a
+// Content-Type is read as a URL-encoded form, as Rack reads it.
 func formOverride(r *http.Request) []string {
-	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || (mediaType != "application/x-www-form-urlencoded" && mediaType != "multipart/form-data") {
+	ct := r.Header.Get("Content-Type")
+	mediaType, params := "application/x-www-form-urlencoded", map[string]string(nil)
+	if ct != "" {
+		var err error
+		if mediaType, params, err = mime.ParseMediaType(ct); err != nil {
+			return nil
+		}
+	}
+	if mediaType != "application/x-www-form-urlencoded" && mediaType != "multipart/form-data" {
 		return nil
 	}
 	head, err := io.ReadAll(io.LimitReader(r.Body, maxOverrideScan+1))
@@ -107,15 +115,11 @@ func formOverride(r *http.Request) []string {
 	if err != nil || len(head) > maxOverrideScan {
 		return unknownOverride
 	}
-	if !bytes.Contains(head, []byte("_method")) {
-		return nil
-	}
 	if mediaType == "application/x-www-form-urlencoded" {
-		q, err := url.ParseQuery(string(head))
-		if err != nil {
-			return unknownOverride
+		if !bytes.Contains(head, []byte("method")) && bytes.IndexByte(head, '%') < 0 {
+			return nil
 		}
-		return q["_method"]
+		return overrideFields(string(head))
 	}
 	var out []string
 	mr := multipart.NewReader(bytes.NewReader(head), params["boundary"])
@@ -127,7 +131,7 @@ func formOverride(r *http.Request) []string {
 		if err != nil {
 			return unknownOverride
 		}
-		if part.FormName() == "_method" {
+		if isOverrideName(part.FormName()) {
 			b, err := io.ReadAll(io.LimitReader(part, 64))
 			if err != nil {
 				return unknownOverride
@@ -135,6 +139,51 @@ func formOverride(r *http.Request) []string {
 			out = append(out, string(b))
 		}
 	}
+}
+
+// overrideFields returns the values of every field of a URL-encoded query
+// or form that a framework may read as _method. One that cannot be decoded
+// may be anything.
+func overrideFields(encoded string) []string {
+	q, err := url.ParseQuery(encoded)
+	if err != nil {
+		return unknownOverride
+	}
+	var out []string
+	for k, vs := range q {
+		if isOverrideName(k) {
+			out = append(out, vs...)
+		}
+	}
+	return out
+}
+
+// isOverrideName reports whether a decoded field name may be read as
+// _method: as PHP reads names (Symfony, Laravel: leading spaces dropped,
+// "." and " " as "_", the part before "[" as the name), or with a leading
+// space taken as "_" (failing closed where parsers differ).
+func isOverrideName(name string) bool {
+	if i := strings.IndexByte(name, '['); i >= 0 {
+		name = name[:i]
+	}
+	return sameAsMethodField(name) || sameAsMethodField(strings.TrimLeft(name, " "))
+}
+
+func sameAsMethodField(name string) bool {
+	const field = "_method"
+	if len(name) != len(field) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '.' || c == ' ' {
+			c = '_'
+		}
+		if c != field[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // replayedBody is a request body whose start was read ahead.

@@ -68,7 +68,7 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	}
 	ctx := r.Context()
 	if r.Method == http.MethodPost {
-		rs, err := e.Limiter.Reserve(ctx, step, s.User, e.ClientIP(r), false)
+		rs, err := e.Limiter.Reserve(ctx, m.Name(), s.User, e.ClientIP(r), false)
 		if err != nil {
 			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: step, Result: "refused", Reason: "too_many_failures"})
 			return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many attempts", "Too many failed attempts from your network. Try again later.", "", "")

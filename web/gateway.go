@@ -57,15 +57,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	}
 	s := e.Session(w, r)
 	ev := stepup.Evaluation{Request: r, Session: s, Now: e.Now()}
-	if len(g.Policy.Sets) > 0 {
-		ev.Readings = stepup.ReadingsOf(r)
-	}
 	return g.decide(w, r, &ev, next)
 }
 
 // decide runs the policy and either passes the request on or denies it.
+// Every request it decides, a replayed one included, is matched on every
+// way the upstream may read it.
 func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation, next Next) error {
 	e := g.Engine
+	if len(g.Policy.Sets) > 0 {
+		ev.Readings = stepup.ReadingsOf(r)
+	}
 	if err := g.Policy.Decide(ev); err != nil {
 		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Result: "error", Reason: "matcher_error"})
 		return &HTTPError{http.StatusInternalServerError, err}
@@ -225,7 +227,8 @@ func returnFor(r *http.Request, prefix string) string {
 // after the decision, and an X-Stepup-* one would reach the upstream
 // unchecked. No browser sends request trailers.
 func stripTrailers(r *http.Request) {
-	if r.Trailer == nil && r.Header["Trailer"] == nil {
+	// The server fills in trailers of any chunked body, declared or not.
+	if r.Trailer == nil && r.Header["Trailer"] == nil && len(r.TransferEncoding) == 0 {
 		return
 	}
 	r.Header.Del("Trailer")

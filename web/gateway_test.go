@@ -1,8 +1,10 @@
 package web
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +56,35 @@ func TestReturnForUsesSameOriginReferer(t *testing.T) {
 		if got := returnFor(r, "/_stepup"); got != tt.want {
 			t.Errorf("Referer %q: %q, want %q", tt.referer, got, tt.want)
 		}
+	}
+}
+
+// trailingBody hands out its trailers when it reaches the end, as the
+// server does for a chunked request body, declared in advance or not.
+type trailingBody struct {
+	r    *http.Request
+	data *strings.Reader
+}
+
+func (b *trailingBody) Read(p []byte) (int, error) {
+	n, err := b.data.Read(p)
+	if err == io.EOF {
+		b.r.Trailer = http.Header{"X-Stepup-User": {"admin"}}
+	}
+	return n, err
+}
+
+func (b *trailingBody) Close() error { return nil }
+
+func TestUndeclaredTrailersAreDropped(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/x", nil)
+	r.TransferEncoding = []string{"chunked"}
+	r.Body = &trailingBody{r: r, data: strings.NewReader("hello")}
+	stripTrailers(r)
+	if _, err := io.ReadAll(r.Body); err != nil {
+		t.Fatal(err)
+	}
+	if r.Trailer != nil {
+		t.Fatalf("trailers after the body: %v", r.Trailer)
 	}
 }

@@ -252,7 +252,7 @@ func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	var kept *stepup.PendingRequest
 	if p.pending != "" && s != nil {
 		kept, _ = e.PeekPending(r.Context(), s, p.pending)
-		if kept == nil {
+		if kept == nil && !e.PendingWaiting(r.Context(), s, p.pending) {
 			p.pending = ""
 		}
 	}
@@ -384,12 +384,14 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if m.Identifies() {
 		limitUser = strings.TrimSpace(form.Get("username"))
 	}
-	// A method that locks users out itself is counted per client here; the
-	// user's concurrent attempts are bounded all the same.
+	// Failures count per user and credential (the method), not per tier:
+	// two password tiers guess at one password, with one budget. A method
+	// that locks users out itself is counted per client here; the user's
+	// concurrent attempts are bounded all the same.
 	ol, own := m.(stepup.OwnLockout)
 	countUser := !(own && ol.OwnLockout())
 	ip := e.ClientIP(r)
-	rs, err := e.Limiter.Reserve(r.Context(), tier, limitUser, ip, countUser)
+	rs, err := e.Limiter.Reserve(r.Context(), m.Name(), limitUser, ip, countUser)
 	if err != nil {
 		reason, msg := "too_many_failures", "Too many failed attempts. Try again in "+strconv.Itoa(int(e.Limiter.Window().Minutes()))+" minutes."
 		if errors.Is(err, stepup.ErrBusy) {
@@ -495,11 +497,24 @@ func (g *Gateway) parseFormOrAnswer(w http.ResponseWriter, r *http.Request) erro
 // logout closes a tier and everything above it.
 func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 	e := g.Engine
+	var rotated string
+	if s == nil {
+		// The cookie may name a session a concurrent step-up rotated a
+		// moment ago: the logoff (its token bound to that session) must not
+		// lose to it.
+		if rotated = e.Sessions.RotatedOwner(r); rotated != "" {
+			setSession(r, &stepup.Session{Owner: rotated})
+		}
+	}
 	if err := g.parseFormOrAnswer(w, r); err != nil {
 		return nil
 	}
 	tier := r.PostForm.Get("tier")
 	if s == nil {
+		if rotated != "" {
+			e.Sessions.End(w, r, &stepup.Session{Owner: rotated})
+			e.Log(r, nil, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Reason: "session_rotated_concurrently", Session: rotated})
+		}
 		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 		return nil
 	}

@@ -87,7 +87,7 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 		return jsonError(w, http.StatusConflict, "Your sign-in for the previous step has expired.", "next", e.Prefix+"/challenge?"+p.query().Encode())
 	}
 	ip := e.ClientIP(r)
-	if e.Limiter.Blocked(r.Context(), tier, s.User, ip) {
+	if e.Limiter.Blocked(r.Context(), m.Name(), s.User, ip) {
 		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
 		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
 	}
@@ -107,7 +107,7 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
-		rs, err := e.Limiter.Reserve(r.Context(), tier, s.User, ip, true)
+		rs, err := e.Limiter.Reserve(r.Context(), m.Name(), s.User, ip, true)
 		if err != nil {
 			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
 			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
@@ -181,7 +181,7 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		return jsonError(w, http.StatusForbidden, "Security keys for this step are registered by your administrator.")
 	}
 	ip := e.ClientIP(r)
-	if e.Limiter.Blocked(r.Context(), step, s.User, ip) {
+	if e.Limiter.Blocked(r.Context(), m.Name(), s.User, ip) {
 		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
 	}
 	switch action {
@@ -203,7 +203,7 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
-		rs, err := e.Limiter.Reserve(r.Context(), step, s.User, ip, true)
+		rs, err := e.Limiter.Reserve(r.Context(), m.Name(), s.User, ip, true)
 		if err != nil {
 			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
 		}

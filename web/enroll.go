@@ -53,7 +53,10 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	} else {
 		v = r.URL.Query()
 	}
-	step := v.Get("step")
+	step, answered, err := g.enrolStep(w, r, v, "totp")
+	if answered {
+		return err
+	}
 	m, ok := e.Methods[step].(*totp.Method)
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
@@ -100,6 +103,40 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 		return nil
 	}
 	return g.showTOTPEnrolment(w, r, s, m, p, step, "", http.StatusOK)
+}
+
+// tiersUsing lists the tiers whose method has the name, in hierarchy order.
+func (g *Gateway) tiersUsing(method string) []string {
+	var out []string
+	for _, name := range g.Engine.Hierarchy.Names() {
+		if m := g.Engine.Methods[name]; m != nil && m.Name() == method {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// enrolStep is the tier an enrolment page is for: the one named by step,
+// else the only tier using the method. When several do, it answers with
+// the choice; when none does, with not found.
+func (g *Gateway) enrolStep(w http.ResponseWriter, r *http.Request, v url.Values, method string) (string, bool, error) {
+	if step := v.Get("step"); step != "" {
+		return step, false, nil
+	}
+	e := g.Engine
+	steps := g.tiersUsing(method)
+	switch len(steps) {
+	case 0:
+		return "", true, g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
+	case 1:
+		v.Set("step", steps[0])
+		return steps[0], false, nil
+	}
+	d := &pageData{Title: "Choose what to set up", Notice: "Several steps use this kind of sign-in. Which one do you want to set up?"}
+	for _, step := range steps {
+		d.Choices = append(d.Choices, choice{Label: step, URL: e.Prefix + "/enroll/" + method + "?" + url.Values{"step": {step}}.Encode()})
+	}
+	return "", true, g.render(w, r, http.StatusOK, "message", d)
 }
 
 // Whether a user may enrol a credential for a tier.

@@ -48,6 +48,7 @@ type pageData struct {
 	Title, CSRF, Prefix string
 	Error, Notice       string
 	Link, LinkText      string
+	Choices             []choice
 
 	// step page
 	Chain       []chainStep
@@ -79,6 +80,9 @@ type pageData struct {
 }
 
 type chainStep struct{ Label, State string }
+
+// choice is one of several pages a user may go on to.
+type choice struct{ Label, URL string }
 
 type tierRow struct {
 	Name, Base, Method, Left string

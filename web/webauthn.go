@@ -138,7 +138,10 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 func (g *Gateway) webauthnEnrolPage(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 	e := g.Engine
 	v := r.URL.Query()
-	step := v.Get("step")
+	step, answered, err := g.enrolStep(w, r, v, "webauthn")
+	if answered {
+		return err
+	}
 	m, ok := e.Methods[step].(*webauthn.Method)
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
@@ -158,6 +161,13 @@ func (g *Gateway) webauthnEnrolPage(w http.ResponseWriter, r *http.Request, s *s
 func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, action string) error {
 	e := g.Engine
 	step := r.URL.Query().Get("step")
+	if step == "" {
+		steps := g.tiersUsing("webauthn")
+		if len(steps) != 1 {
+			return jsonError(w, http.StatusBadRequest, "Name the step to register a key for.")
+		}
+		step = steps[0]
+	}
 	m, p, body, ok := g.ceremonyRequest(w, r, s, step)
 	if !ok {
 		return nil

@@ -415,9 +415,12 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 		return t, d.ArgErr()
 	}
 	seen := map[string]bool{}
+	var methods []json.RawMessage
 	err := syntax.Block(d, func(sub string) error {
-		if err := syntax.Once(d, seen, sub); err != nil {
-			return err
+		if sub != "method" { // repeatable: alternatives, any one reaches the tier
+			if err := syntax.Once(d, seen, sub); err != nil {
+				return err
+			}
 		}
 		switch sub {
 		case "base":
@@ -435,7 +438,7 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 			if err != nil {
 				return fmt.Errorf("tier %q: %w", t.Name, err)
 			}
-			t.MethodRaw = raw
+			methods = append(methods, raw)
 		default:
 			return d.Errf("tier %q: unknown subdirective %q", t.Name, sub)
 		}
@@ -444,8 +447,13 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 	if err != nil {
 		return t, err
 	}
-	if len(t.MethodRaw) == 0 {
+	switch len(methods) {
+	case 0:
 		return t, d.Errf("tier %q: missing method", t.Name)
+	case 1:
+		t.MethodRaw = methods[0]
+	default:
+		t.MethodsRaw = methods
 	}
 	if t.MaxAge <= 0 {
 		return t, d.Errf("tier %q: missing max_age", t.Name)

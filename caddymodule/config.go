@@ -79,6 +79,11 @@ type TierConfig struct {
 	// module, e.g. {"method": "totp", "digits": 6} (password, external,
 	// totp, radius, webauthn, or a third party's).
 	MethodRaw json.RawMessage `json:"method,omitempty" caddy:"namespace=stepup.methods inline_key=method"`
+	// MethodsRaw, instead of MethodRaw, lists alternatives: methods of
+	// equal strength, any one of which reaches the tier (the step page
+	// offers the choice; the first is the default). The Caddyfile gives
+	// several method lines in one tier block.
+	MethodsRaw []json.RawMessage `json:"methods,omitempty" caddy:"namespace=stepup.methods inline_key=method"`
 	// MaxAge is how long the tier stays held; when it lapses, every tier
 	// above it goes too.
 	MaxAge caddy.Duration `json:"max_age"`
@@ -202,29 +207,49 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	clock := func() time.Time { return now() }
 	defs := make([]tiers.Tier, 0, len(c.Tiers))
 	methods := make(map[string]stepup.Method, len(c.Tiers))
+	alternatives := make(map[string][]stepup.Method)
 	for i := range c.Tiers {
 		t := &c.Tiers[i]
-		if len(t.MethodRaw) == 0 {
-			return nil, fmt.Errorf("tier %q: missing method", t.Name)
-		}
-		mod, err := ctx.LoadModule(t, "MethodRaw")
-		if err != nil {
-			return nil, fmt.Errorf("tier %q: %v", t.Name, err)
-		}
-		builder, ok := mod.(stepup.MethodBuilder)
-		if !ok {
-			return nil, fmt.Errorf("tier %q: module %T is not a step-up method", t.Name, mod)
-		}
-		m, err := builder.NewMethod(stepup.MethodEnv{
+		env := stepup.MethodEnv{
 			Tier: t.Name, Root: t.Base == "", Users: users, Keys: keys, Store: st, Blobs: storageBlobs{ctx},
 			Now: clock, Resolve: resolvePlaceholder,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("tier %q: %v", t.Name, err)
 		}
-		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: m.Name(), MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
+		var mods []any
+		switch {
+		case len(t.MethodRaw) > 0 && len(t.MethodsRaw) > 0:
+			return nil, fmt.Errorf("tier %q: give method or methods, not both", t.Name)
+		case len(t.MethodRaw) > 0:
+			mod, err := ctx.LoadModule(t, "MethodRaw")
+			if err != nil {
+				return nil, fmt.Errorf("tier %q: %v", t.Name, err)
+			}
+			mods = []any{mod}
+		case len(t.MethodsRaw) > 0:
+			loaded, err := ctx.LoadModule(t, "MethodsRaw")
+			if err != nil {
+				return nil, fmt.Errorf("tier %q: %v", t.Name, err)
+			}
+			mods = loaded.([]any)
+		default:
+			return nil, fmt.Errorf("tier %q: missing method", t.Name)
+		}
+		var built []stepup.Method
+		var names []string
+		for _, mod := range mods {
+			builder, ok := mod.(stepup.MethodBuilder)
+			if !ok {
+				return nil, fmt.Errorf("tier %q: module %T is not a step-up method", t.Name, mod)
+			}
+			m, err := builder.NewMethod(env)
+			if err != nil {
+				return nil, fmt.Errorf("tier %q: %v", t.Name, err)
+			}
+			built = append(built, m)
+			names = append(names, m.Name())
+		}
+		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: strings.Join(names, " or "), MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
 		if _, dup := methods[t.Name]; !dup {
-			methods[t.Name] = m
+			methods[t.Name], alternatives[t.Name] = built[0], built[1:]
 		}
 	}
 	var previous *tiers.Hierarchy
@@ -239,7 +264,7 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	b.hierarchy = h
 
 	ec := stepup.EngineConfig{
-		Hierarchy: h, Methods: methods, Store: st, Keys: keys, Prefix: c.Prefix,
+		Hierarchy: h, Methods: methods, Alternatives: alternatives, Store: st, Keys: keys, Prefix: c.Prefix,
 		Audit:     stepup.NewAudit(ctx.Logger(auditLog{})),
 		Now:       clock,
 		ClientIP:  clientIP,

@@ -14,12 +14,15 @@ import (
 // sessions, the store, CSRF, brute-force limits and the audit trail.
 type Engine struct {
 	Hierarchy *tiers.Hierarchy
-	// Methods by tier name.
-	Methods  map[string]Method
-	Sessions *Sessions
-	Store    Store
-	CSRF     *CSRF
-	Limiter  *Limiter
+	// Methods by tier name: the tier's first method.
+	Methods map[string]Method
+	// Alternatives by tier name: every method that reaches the tier (the
+	// first is Methods'), any one of which is enough.
+	Alternatives map[string][]Method
+	Sessions     *Sessions
+	Store        Store
+	CSRF         *CSRF
+	Limiter      *Limiter
 	// KeepLimiter bounds the requests one client may have kept for replay.
 	KeepLimiter *Limiter
 	Audit       *Audit
@@ -46,17 +49,19 @@ type Engine struct {
 type EngineConfig struct {
 	Hierarchy *tiers.Hierarchy
 	Methods   map[string]Method
-	Store     Store
-	Keys      Keys
-	Session   SessionConfig
-	Limits    Limits
-	Pending   PendingLimits
-	Prefix    string
-	Audit     *Audit
-	Now       func() time.Time
-	ClientIP  func(*http.Request) string
-	RequestID func(*http.Request) string
-	Scheme    func(*http.Request) string
+	// Alternatives are further methods of a tier, after its Methods one.
+	Alternatives map[string][]Method
+	Store        Store
+	Keys         Keys
+	Session      SessionConfig
+	Limits       Limits
+	Pending      PendingLimits
+	Prefix       string
+	Audit        *Audit
+	Now          func() time.Time
+	ClientIP     func(*http.Request) string
+	RequestID    func(*http.Request) string
+	Scheme       func(*http.Request) string
 	// Blobs is where credential changes are recorded (Caddy storage).
 	Blobs Blobs
 }
@@ -88,11 +93,26 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 	}
 	e.CSRF.Scheme = c.Scheme
 	e.Credentials = NewCredentialLog(c.Blobs, c.Keys)
+	e.Alternatives = map[string][]Method{}
 	for _, name := range c.Hierarchy.Names() {
 		m, ok := c.Methods[name]
 		if !ok {
 			return nil, fmt.Errorf("tier %q: no method", name)
 		}
+		all := append([]Method{m}, c.Alternatives[name]...)
+		seen := map[string]bool{}
+		for _, alt := range all {
+			switch _, external := alt.(RequestIdentity); {
+			case seen[alt.Name()]:
+				return nil, fmt.Errorf("tier %q: method %s given more than once", name, alt.Name())
+			case alt.Identifies() != m.Identifies():
+				return nil, fmt.Errorf("tier %q: methods %s and %s are not alternatives: one identifies the user, the other confirms them", name, m.Name(), alt.Name())
+			case external && len(all) > 1:
+				return nil, fmt.Errorf("tier %q: the external method has no alternatives (the identity comes from earlier in the route)", name)
+			}
+			seen[alt.Name()] = true
+		}
+		e.Alternatives[name] = all
 		t, _ := c.Hierarchy.Get(name)
 		if m.Identifies() != (t.Base == "") {
 			if t.Base == "" {
@@ -259,6 +279,16 @@ func (e *Engine) applyExternal(w http.ResponseWriter, r *http.Request, s *Sessio
 	return s
 }
 
+// Method returns the tier's method of that name ("" for the first).
+func (e *Engine) Method(tier, name string) (Method, bool) {
+	for _, m := range e.Alternatives[tier] {
+		if name == "" || m.Name() == name {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
 // ErrNotAllowed is returned for a step-up whose base tier is not held.
 var ErrNotAllowed = errors.New("step-up not allowed")
 
@@ -272,7 +302,10 @@ var ErrNotAllowed = errors.New("step-up not allowed")
 // session; ErrSessionChanged when a concurrent request changed the session
 // first.
 func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, tier string, o *Outcome, pending string) (*Session, error) {
-	m := e.Methods[tier]
+	m, ok := e.Method(tier, o.Method)
+	if !ok {
+		return nil, ErrNotAllowed
+	}
 	now := e.Now()
 	var next *Session
 	switch {

@@ -84,6 +84,9 @@ type Outcome struct {
 	Reason string
 	// Round is the next round for Challenged.
 	Round *Round
+	// Method names the method that decided, among a tier's alternatives
+	// (set by whoever asked it; "" means the tier's first).
+	Method string
 }
 
 // Field describes one input of a step-up form.

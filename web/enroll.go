@@ -17,7 +17,8 @@ import (
 // themselves, otherwise a page that sends them to their administrator.
 // It reports whether it answered.
 func (g *Gateway) needsEnrolment(w http.ResponseWriter, r *http.Request, s *stepup.Session, p challengeParams, tier string) (bool, error) {
-	en, ok := g.Engine.Methods[tier].(stepup.Enroller)
+	m := g.stepMethod(r, s, tier, p.via)
+	en, ok := m.(stepup.Enroller)
 	if !ok || s == nil || s.User == "" {
 		return false, nil
 	}
@@ -31,7 +32,7 @@ func (g *Gateway) needsEnrolment(w http.ResponseWriter, r *http.Request, s *step
 	if en.SelfEnroll() {
 		q := p.query()
 		q.Set("step", tier)
-		http.Redirect(w, r, g.Engine.Prefix+"/enroll/"+g.Engine.Methods[tier].Name()+"?"+q.Encode(), http.StatusSeeOther)
+		http.Redirect(w, r, g.Engine.Prefix+"/enroll/"+m.Name()+"?"+q.Encode(), http.StatusSeeOther)
 		return true, nil
 	}
 	g.Engine.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "not_enrolled"})
@@ -57,7 +58,7 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	if answered {
 		return err
 	}
-	m, ok := e.Methods[step].(*totp.Method)
+	m, ok := methodOf[*totp.Method](e, step)
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
@@ -89,6 +90,7 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, AuthMethod: m.Name(), Result: o.Result.String(), Reason: o.Reason})
 			return g.showTOTPEnrolment(w, r, s, m, p, step, o.Message, http.StatusUnauthorized)
 		}
+		o.Method = m.Name()
 		kind := stepup.ChangeEnroll
 		if perm == enrolChange {
 			kind = stepup.ChangeReplace
@@ -105,11 +107,22 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	return g.showTOTPEnrolment(w, r, s, m, p, step, "", http.StatusOK)
 }
 
+// methodOf returns the tier's method of type T, among its alternatives.
+func methodOf[T stepup.Method](e *stepup.Engine, tier string) (T, bool) {
+	for _, m := range e.Alternatives[tier] {
+		if t, ok := m.(T); ok {
+			return t, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
 // tiersUsing lists the tiers whose method has the name, in hierarchy order.
 func (g *Gateway) tiersUsing(method string) []string {
 	var out []string
 	for _, name := range g.Engine.Hierarchy.Names() {
-		if m := g.Engine.Methods[name]; m != nil && m.Name() == method {
+		if _, ok := g.Engine.Method(name, method); ok {
 			out = append(out, name)
 		}
 	}
@@ -175,7 +188,7 @@ func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepu
 	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)) {
 		return enrolNeedBase, nil
 	}
-	enrolled, err := m.Enrolled(r.Context(), s.User)
+	enrolled, err := g.hasCredential(r, s.User, step)
 	if err != nil {
 		return enrolRefused, err
 	}
@@ -188,6 +201,24 @@ func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepu
 		return enrolFirst, nil
 	}
 	return enrolRefused, nil
+}
+
+// hasCredential reports whether the user has a credential for any of the
+// tier's methods. A method that enrols nothing here (a password, RADIUS, a
+// third party's) counts as one: trust on first use must never let a key
+// of the attacker's choice stand in for a credential held elsewhere.
+func (g *Gateway) hasCredential(r *http.Request, user, tier string) (bool, error) {
+	for _, m := range g.Engine.Alternatives[tier] {
+		en, ok := m.(stepup.Enroller)
+		if !ok {
+			return true, nil
+		}
+		enrolled, err := en.Enrolled(r.Context(), user)
+		if err != nil || enrolled {
+			return enrolled, err
+		}
+	}
+	return false, nil
 }
 
 // enrolWalk reads the walk an enrolment page is part of (the step's tier
@@ -266,7 +297,7 @@ func (g *Gateway) showTOTPEnrolment(w http.ResponseWriter, r *http.Request, s *s
 
 // enrolTOTPQR serves the QR code of the session's waiting enrolment.
 func (g *Gateway) enrolTOTPQR(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
-	m, ok := g.Engine.Methods[r.URL.Query().Get("step")].(*totp.Method)
+	m, ok := methodOf[*totp.Method](g.Engine, r.URL.Query().Get("step"))
 	if !ok || s == nil || s.User == "" {
 		http.NotFound(w, r)
 		return nil

@@ -49,6 +49,9 @@ type pageData struct {
 	Error, Notice       string
 	Link, LinkText      string
 	Choices             []choice
+	// step page: the method shown, and the tier's other methods
+	Via          string
+	Alternatives []choice
 
 	// step page
 	Chain       []chainStep
@@ -87,8 +90,8 @@ type choice struct{ Label, URL string }
 type tierRow struct {
 	Name, Base, Method, Left string
 	Held, CanReach           bool
-	// EnrolURL links to setting up (or replacing) the tier's credential.
-	EnrolURL, EnrolLabel string
+	// Enrol links to setting up (or replacing) the tier's credentials.
+	Enrol []choice
 }
 
 func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) error {
@@ -199,11 +202,17 @@ type challengeParams struct {
 	ret     string
 	maxAge  time.Duration
 	pending string
+	// via names the method chosen for the current step, among its tier's
+	// alternatives ("" for the default).
+	via string
 }
 
 func (g *Gateway) parseChallenge(v url.Values) (challengeParams, bool) {
 	e := g.Engine
-	p := challengeParams{target: v.Get("tier"), pending: v.Get("pending")}
+	p := challengeParams{target: v.Get("tier"), pending: v.Get("pending"), via: v.Get("via")}
+	if len(p.via) > 64 {
+		p.via = ""
+	}
 	if p.target == "" {
 		p.target = v.Get("target")
 	}
@@ -233,7 +242,47 @@ func (p challengeParams) query() url.Values {
 	if p.pending != "" {
 		q.Set("pending", p.pending)
 	}
+	if p.via != "" {
+		q.Set("via", p.via)
+	}
 	return q
+}
+
+// stepMethod is the method a step is taken with: the one the walk chose
+// (via), else the first the user has a credential for, else the first the
+// user may set up, else the first.
+func (g *Gateway) stepMethod(r *http.Request, s *stepup.Session, tier, via string) stepup.Method {
+	e := g.Engine
+	if m, ok := e.Method(tier, via); ok && via != "" {
+		return m
+	}
+	alts := e.Alternatives[tier]
+	if len(alts) > 1 && s != nil && s.User != "" {
+		for _, m := range alts {
+			en, enrols := m.(stepup.Enroller)
+			if !enrols {
+				return m
+			}
+			if ok, err := en.Enrolled(r.Context(), s.User); err == nil && ok {
+				return m
+			}
+		}
+		// Nothing set up yet: the first the user may set up themselves.
+		for _, m := range alts {
+			if en, ok := m.(stepup.Enroller); ok && en.SelfEnroll() {
+				return m
+			}
+		}
+	}
+	return alts[0]
+}
+
+// methodWithPrompt names a method for people.
+func methodWithPrompt(m stepup.Method) string {
+	if t := m.Prompt("").Title; t != "" {
+		return t
+	}
+	return m.Name()
 }
 
 // challenge walks the chain from what the session holds to the target tier:
@@ -297,9 +346,20 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 	if s != nil {
 		user = s.User
 	}
-	m := e.Methods[tier]
+	m := g.stepMethod(r, s, tier, p.via)
 	d.Prompt = m.Prompt(user)
 	d.TierLabel = tier + " (" + m.Name() + ")"
+	if alts := e.Alternatives[tier]; len(alts) > 1 {
+		d.Via = m.Name()
+		for _, alt := range alts {
+			if alt.Name() == m.Name() {
+				continue
+			}
+			q := p.query()
+			q.Set("via", alt.Name())
+			d.Alternatives = append(d.Alternatives, choice{Label: "Use " + strings.ToLower(methodWithPrompt(alt)) + " instead", URL: e.Prefix + "/challenge?" + q.Encode()})
+		}
+	}
 	if round != nil {
 		d.RoundPrompt, d.State = round.prompt, round.id
 	}
@@ -365,7 +425,7 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		form.Set("target", tier)
 	}
 	p, ok := g.parseChallenge(form)
-	m, known := e.Methods[tier]
+	m, known := e.Method(tier, form.Get("via"))
 	if !ok || !known || !(tier == p.target || e.Hierarchy.IsAbove(p.target, tier)) {
 		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
 	}
@@ -416,6 +476,7 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if err != nil {
 		o = &stepup.Outcome{Result: stepup.Unavailable, Reason: "method_error"}
 	}
+	o.Method = m.Name()
 	rs.Settle(r.Context(), o.Result)
 	rec := stepup.Record{Event: stepup.EventStepUp, User: o.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: m.Name()}
 	if rec.User == "" {
@@ -556,24 +617,29 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 			} else {
 				row.CanReach = true
 			}
-			if en, ok := e.Methods[name].(stepup.Enroller); ok {
-				baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
+			baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
+			for _, m := range e.Alternatives[name] {
+				en, ok := m.(stepup.Enroller)
+				if !ok {
+					continue
+				}
 				enrolled, _ := en.Enrolled(r.Context(), s.User)
-				isKey := e.Methods[name].Name() == "webauthn"
+				isKey := m.Name() == "webauthn"
 				// Changing an existing credential asks for the tier itself
 				// first (the enrolment page sends the user there).
+				label := ""
 				switch {
 				case enrolled && isKey:
-					row.EnrolLabel = "Add security key"
+					label = "Add security key"
 				case enrolled:
-					row.EnrolLabel = "Replace authenticator"
+					label = "Replace authenticator"
 				case en.SelfEnroll() && baseHeld && isKey:
-					row.EnrolLabel = "Register security key"
+					label = "Register security key"
 				case en.SelfEnroll() && baseHeld:
-					row.EnrolLabel = "Set up"
+					label = "Set up"
 				}
-				if row.EnrolLabel != "" {
-					row.EnrolURL = e.Prefix + "/enroll/" + e.Methods[name].Name() + "?" + url.Values{"step": {name}}.Encode()
+				if label != "" {
+					row.Enrol = append(row.Enrol, choice{Label: label, URL: e.Prefix + "/enroll/" + m.Name() + "?" + url.Values{"step": {name}}.Encode()})
 				}
 			}
 			d.Tiers = append(d.Tiers, row)

@@ -29,7 +29,7 @@ func jsonError(w http.ResponseWriter, status int, msg string, extra ...string) e
 // otherwise.
 func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string) (m *webauthn.Method, p challengeParams, body []byte, ok bool) {
 	e := g.Engine
-	m, isWA := e.Methods[tier].(*webauthn.Method)
+	m, isWA := methodOf[*webauthn.Method](e, tier)
 	if !isWA {
 		_ = jsonError(w, http.StatusNotFound, "There is no such security key step.")
 		return nil, p, nil, false
@@ -121,6 +121,7 @@ func (g *Gateway) webauthnStep(w http.ResponseWriter, r *http.Request, s *stepup
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		rs.Settle(r.Context(), o.Result)
+		o.Method = m.Name()
 		rec := stepup.Record{Event: stepup.EventStepUp, User: s.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: m.Name()}
 		if o.Result != stepup.Accepted {
 			e.Log(r, s, rec)
@@ -142,7 +143,7 @@ func (g *Gateway) webauthnEnrolPage(w http.ResponseWriter, r *http.Request, s *s
 	if answered {
 		return err
 	}
-	m, ok := e.Methods[step].(*webauthn.Method)
+	m, ok := methodOf[*webauthn.Method](e, step)
 	if !ok {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
@@ -230,6 +231,7 @@ func (g *Gateway) webauthnEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, User: s.User, Tier: step, AuthMethod: m.Name(), Result: o.Result.String(), Reason: o.Reason})
 			return jsonError(w, http.StatusUnauthorized, o.Message)
 		}
+		o.Method = m.Name()
 		e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeEnroll, step, m.Name())
 		// Creating the key needed the user's presence and verification:
 		// it is a step-up to the tier.
@@ -250,7 +252,7 @@ func (g *Gateway) webauthnRemove(w http.ResponseWriter, r *http.Request, s *step
 		return nil
 	}
 	step, id := r.PostForm.Get("step"), r.PostForm.Get("id")
-	m, ok := e.Methods[step].(*webauthn.Method)
+	m, ok := methodOf[*webauthn.Method](e, step)
 	if !ok || s == nil || s.User == "" {
 		return g.renderMessage(w, r, http.StatusBadRequest, "Not possible", "There is no such security key.", e.Prefix+"/", "Your session")
 	}
@@ -283,9 +285,11 @@ func (g *Gateway) webauthnRemove(w http.ResponseWriter, r *http.Request, s *step
 // adminRegistersKeys reports whether some WebAuthn tier does not let users
 // register keys themselves.
 func (g *Gateway) adminRegistersKeys() bool {
-	for _, m := range g.Engine.Methods {
-		if wm, ok := m.(*webauthn.Method); ok && !wm.SelfEnroll() {
-			return true
+	for _, alts := range g.Engine.Alternatives {
+		for _, m := range alts {
+			if wm, ok := m.(*webauthn.Method); ok && !wm.SelfEnroll() {
+				return true
+			}
 		}
 	}
 	return false
@@ -300,7 +304,7 @@ type keyRow struct {
 // securityKeys lists the user's keys for the status page.
 func (g *Gateway) securityKeys(r *http.Request, s *stepup.Session) []keyRow {
 	for _, name := range g.Engine.Hierarchy.Names() {
-		m, ok := g.Engine.Methods[name].(*webauthn.Method)
+		m, ok := methodOf[*webauthn.Method](g.Engine, name)
 		if !ok {
 			continue
 		}

@@ -58,7 +58,7 @@ func TestSelfEnrolmentCannotReplaceAnExistingSecret(t *testing.T) {
 	if s.findAudit("replace", map[string]string{"tier": "otp", "auth_method": "totp", "user": "alice"}) == nil {
 		t.Fatal("no audit record of the replacement")
 	}
-	if status := b.get("/_stepup/"); !strings.Contains(status.body, "Security code (authenticator app) replaced on 2026-11-22") {
+	if status := b.get("/_stepup/"); !strings.Contains(status.body, "Authenticator app replaced on 2026-11-22") {
 		t.Fatalf("status page does not show the replacement: %s", status.body)
 	}
 }

@@ -66,6 +66,10 @@ type EngineConfig struct {
 	Blobs Blobs
 }
 
+// reservedMethodNames are paths of the module's own pages: a method's pages
+// live under its name.
+var reservedMethodNames = map[string]bool{"assets": true, "challenge": true, "verify": true, "logout": true, "resume": true, "enroll": true}
+
 // NewEngine validates that every tier has a method and assembles the engine.
 func NewEngine(c EngineConfig) (*Engine, error) {
 	if c.Now == nil {
@@ -103,6 +107,8 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 		seen := map[string]bool{}
 		for _, alt := range all {
 			switch _, external := alt.(RequestIdentity); {
+			case reservedMethodNames[alt.Name()] || alt.Name() == "" || strings.ContainsAny(alt.Name(), "/?#%{}"):
+				return nil, fmt.Errorf("tier %q: %q cannot name a method (the module's pages use it)", name, alt.Name())
 			case seen[alt.Name()]:
 				return nil, fmt.Errorf("tier %q: method %s given more than once", name, alt.Name())
 			case alt.Identifies() != m.Identifies():

@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
-	"github.com/caddy-stepup/caddy-stepup/stepup/totp"
 )
 
 // needsEnrolment decides what a step page shows for a method the user has
@@ -37,13 +37,14 @@ func (g *Gateway) needsEnrolment(w http.ResponseWriter, r *http.Request, s *step
 	}
 	g.Engine.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "not_enrolled"})
 	return true, g.renderMessage(w, r, http.StatusForbidden, "Set-up needed",
-		"This step needs an authenticator app, and none is set up for your account. Ask your administrator to set one up for you.",
+		"This step needs "+withArticle(credentialName(m))+", and none is set up for your account. Ask your administrator to set one up for you.",
 		g.Engine.Prefix+"/", "Your session")
 }
 
-// enrolTOTP serves /enroll/totp: the QR code and key of a new secret, and
-// the form whose code confirms it.
-func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+// enrolForm serves /enroll/{method} for a method that sets its credential
+// up with a form (FormEnroller): what the method shows, and the form whose
+// answer confirms it.
+func (g *Gateway) enrolForm(w http.ResponseWriter, r *http.Request, s *stepup.Session, method string) error {
 	e := g.Engine
 	var v url.Values
 	if r.Method == http.MethodPost {
@@ -54,68 +55,73 @@ func (g *Gateway) enrolTOTP(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	} else {
 		v = r.URL.Query()
 	}
-	step, answered, err := g.enrolStep(w, r, v, "totp")
+	step, answered, err := g.enrolStep(w, r, v, method)
 	if answered {
 		return err
 	}
-	m, ok := methodOf[*totp.Method](e, step)
-	if !ok {
+	mm, _ := e.Method(step, method)
+	m, ok := mm.(stepup.FormEnroller)
+	if !ok || mm.Name() != method {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
 	p, perm, ok, err := g.enrolWalk(w, r, s, m, step, v)
 	if !ok {
 		return err
 	}
-	// The waiting secret is bound to the session: it must be a stored one.
+	// The waiting credential is bound to the session: it must be a stored one.
 	if s, err = g.persist(w, r, s); err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
 	ctx := r.Context()
 	if r.Method == http.MethodPost {
-		rs, err := e.Limiter.Reserve(ctx, m.Name(), s.User, e.ClientIP(r), false)
+		rs, err := e.Limiter.Reserve(ctx, method, s.User, e.ClientIP(r), false)
 		if err != nil {
 			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: step, Result: "refused", Reason: "too_many_failures"})
 			return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many attempts", "Too many failed attempts from your network. Try again later.", "", "")
 		}
 		defer rs.Settle(ctx, stepup.Unavailable)
-		o, err := m.ConfirmEnrolment(ctx, s.Owner, s.User, r.PostForm.Get("code"))
-		if errors.Is(err, totp.ErrEnrolmentExpired) {
-			return g.showTOTPEnrolment(w, r, s, m, p, step, "That set-up expired. Scan the new code below.", http.StatusUnauthorized)
+		o, err := m.ConfirmFormEnrolment(ctx, s.Owner, s.User, r.PostForm)
+		if errors.Is(err, stepup.ErrEnrolmentExpired) {
+			return g.showFormEnrolment(w, r, s, m, method, p, step, "That set-up expired. Start again with what is shown below.", http.StatusUnauthorized)
 		}
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		rs.Settle(ctx, o.Result)
 		if o.Result != stepup.Accepted {
-			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, AuthMethod: m.Name(), Result: o.Result.String(), Reason: o.Reason})
-			return g.showTOTPEnrolment(w, r, s, m, p, step, o.Message, http.StatusUnauthorized)
+			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, AuthMethod: method, Result: o.Result.String(), Reason: o.Reason})
+			return g.showFormEnrolment(w, r, s, m, method, p, step, o.Message, http.StatusUnauthorized)
 		}
-		o.Method = m.Name()
+		o.Method = method
 		kind := stepup.ChangeEnroll
 		if perm == enrolChange {
 			kind = stepup.ChangeReplace
 		}
-		e.CredentialChanged(ctx, func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, kind, step, m.Name())
-		// The confirming code proves possession of the new secret: it is
-		// a step-up to the tier.
-		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, AuthMethod: m.Name(), Result: "success", Reason: "enrolled"}); err != nil {
+		e.CredentialChanged(ctx, func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, kind, step, method)
+		// The confirming answer proves possession of the new credential:
+		// it is a step-up to the tier.
+		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, AuthMethod: method, Result: "success", Reason: "enrolled"}); err != nil {
 			return err
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
 	}
-	return g.showTOTPEnrolment(w, r, s, m, p, step, "", http.StatusOK)
+	return g.showFormEnrolment(w, r, s, m, method, p, step, "", http.StatusOK)
 }
 
-// methodOf returns the tier's method of type T, among its alternatives.
-func methodOf[T stepup.Method](e *stepup.Engine, tier string) (T, bool) {
-	for _, m := range e.Alternatives[tier] {
-		if t, ok := m.(T); ok {
-			return t, true
-		}
+// credentialName names a method's credential for people.
+func credentialName(m stepup.Method) string {
+	if n, ok := m.(stepup.CredentialNamer); ok {
+		return n.CredentialName()
 	}
-	var zero T
-	return zero, false
+	return "credential"
+}
+
+func withArticle(noun string) string {
+	if noun != "" && strings.ContainsRune("aeiou", rune(noun[0])) {
+		return "an " + noun
+	}
+	return "a " + noun
 }
 
 // tiersUsing lists the tiers whose method has the name, in hierarchy order.
@@ -277,39 +283,37 @@ func (g *Gateway) enrolPageURL(m stepup.Enroller, step string, p challengeParams
 	return g.Engine.Prefix + "/enroll/" + m.(stepup.Method).Name() + "?" + q.Encode()
 }
 
-func (g *Gateway) showTOTPEnrolment(w http.ResponseWriter, r *http.Request, s *stepup.Session, m *totp.Method, p challengeParams, step, errMsg string, status int) error {
-	en, err := m.BeginEnrolment(r.Context(), s.Owner, s.User, hostOnly(r.Host))
+func (g *Gateway) showFormEnrolment(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.FormEnroller, method string, p challengeParams, step, errMsg string, status int) error {
+	view, err := m.BeginFormEnrolment(r.Context(), s.Owner, s.User, hostOnly(r.Host))
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	o := m.Options()
 	d := &pageData{
-		Title: "Set up your authenticator app", Error: errMsg, Tier: step, Target: p.target, Return: p.ret, Pending: p.pending,
-		QRURL:     g.Engine.Prefix + "/enroll/totp/qr.png?" + url.Values{"step": {step}}.Encode(),
-		ManualKey: totp.ManualKey(en.Secret), KeyURI: en.URI,
-		KeyDetails: "Time-based, " + strconv.Itoa(o.Digits) + " digits, every " + strconv.Itoa(int(o.Period.Seconds())) + " seconds, " + o.Algorithm + ".",
+		Title: view.Title, Error: errMsg, Tier: step, Target: p.target, Return: p.ret, Pending: p.pending,
+		Enrolment: view, EnrolAction: g.Engine.Prefix + "/enroll/" + method,
+	}
+	if view.ImageAlt != "" {
+		d.ImageURL = g.Engine.Prefix + "/enroll/" + method + "/qr.png?" + url.Values{"step": {step}}.Encode()
 	}
 	if p.maxAge > 0 {
 		d.MaxAge = strconv.Itoa(int(p.maxAge.Seconds()))
 	}
-	return g.render(w, r, status, "enroll_totp", d)
+	return g.render(w, r, status, "enroll_form", d)
 }
 
-// enrolTOTPQR serves the QR code of the session's waiting enrolment.
-func (g *Gateway) enrolTOTPQR(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
-	m, ok := methodOf[*totp.Method](g.Engine, r.URL.Query().Get("step"))
-	if !ok || s == nil || s.User == "" {
+// enrolImage serves the image (a QR code) of the session's waiting
+// enrolment.
+func (g *Gateway) enrolImage(w http.ResponseWriter, r *http.Request, s *stepup.Session, method string) error {
+	mm, _ := g.Engine.Method(r.URL.Query().Get("step"), method)
+	m, ok := mm.(stepup.FormEnroller)
+	if !ok || mm.Name() != method || s == nil || s.User == "" {
 		http.NotFound(w, r)
 		return nil
 	}
-	en, err := m.PendingEnrolment(r.Context(), s.Owner, s.User, hostOnly(r.Host))
+	img, err := m.EnrolmentImage(r.Context(), s.Owner, s.User, hostOnly(r.Host))
 	if err != nil {
 		http.NotFound(w, r)
 		return nil
-	}
-	img, err := totp.QRCode(en.URI, 240)
-	if err != nil {
-		return &HTTPError{http.StatusInternalServerError, err}
 	}
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "image/png")

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
@@ -34,6 +35,9 @@ type Gateway struct {
 	// SetVars publishes the placeholder values (stepup.VarUser, ...) of a request
 	// that passes (to Caddy's replacer).
 	SetVars func(r *http.Request, v *stepup.Vars)
+
+	muxOnce sync.Once
+	mux     *http.ServeMux
 }
 
 // HTTPError carries a status for the caller's error handling (Caddy's

@@ -24,7 +24,7 @@ var assetFS embed.FS
 var pages = map[string]*template.Template{}
 
 func init() {
-	for _, name := range []string{"step", "status", "message", "confirm", "enroll_totp", "enroll_webauthn"} {
+	for _, name := range []string{"step", "status", "message", "confirm", "enroll_form", "enroll_ceremony"} {
 		pages[name] = template.Must(template.ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
 	}
 }
@@ -74,10 +74,14 @@ type pageData struct {
 	Tiers       []tierRow
 	Roots       []string
 
-	// TOTP enrolment page
-	QRURL, ManualKey, KeyURI, KeyDetails string
+	// form enrolment page
+	Enrolment   *stepup.EnrolmentView
+	EnrolAction string
+	ImageURL    string
+	// ceremony enrolment page
+	Registration stepup.RegistrationText
 
-	// WebAuthn ceremonies and keys
+	// ceremonies, and credentials of methods that keep several
 	CeremonyBegin, CeremonyFinish string
 	Keys                          []keyRow
 }
@@ -128,53 +132,14 @@ func (g *Gateway) renderMessage(w http.ResponseWriter, r *http.Request, status i
 // request continues through the decision and on to next.
 func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) error {
 	e := g.Engine
-	rest := strings.TrimPrefix(r.URL.Path, e.Prefix)
-	if strings.HasPrefix(rest, "/assets/") {
-		return g.serveAsset(w, r, strings.TrimPrefix(rest, "/assets/"))
+	if name, ok := strings.CutPrefix(r.URL.Path, e.Prefix+"/assets/"); ok {
+		return g.serveAsset(w, r, name)
 	}
-	s := e.Session(w, r)
-	withSession(r, s)
-	switch {
-	case rest == "" || rest == "/":
-		return g.methodOnly(w, r, http.MethodGet, func() error { return g.status(w, r, s) })
-	case rest == "/challenge":
-		return g.methodOnly(w, r, http.MethodGet, func() error { return g.challenge(w, r, s, r.URL.Query(), "", 0) })
-	case strings.HasPrefix(rest, "/verify/"):
-		return g.methodOnly(w, r, http.MethodPost, func() error { return g.verify(w, r, s, strings.TrimPrefix(rest, "/verify/")) })
-	case rest == "/logout":
-		return g.methodOnly(w, r, http.MethodPost, func() error { return g.logout(w, r, s) })
-	case rest == "/enroll/totp":
-		if r.Method == http.MethodPost {
-			return g.enrolTOTP(w, r, s)
-		}
-		return g.methodOnly(w, r, http.MethodGet, func() error { return g.enrolTOTP(w, r, s) })
-	case rest == "/enroll/webauthn":
-		return g.methodOnly(w, r, http.MethodGet, func() error { return g.webauthnEnrolPage(w, r, s) })
-	case rest == "/enroll/webauthn/begin" || rest == "/enroll/webauthn/finish":
-		return g.methodOnly(w, r, http.MethodPost, func() error { return g.webauthnEnrol(w, r, s, strings.TrimPrefix(rest, "/enroll/webauthn/")) })
-	case rest == "/webauthn/remove":
-		return g.methodOnly(w, r, http.MethodPost, func() error { return g.webauthnRemove(w, r, s) })
-	case strings.HasPrefix(rest, "/webauthn/"):
-		tier, action, _ := strings.Cut(strings.TrimPrefix(rest, "/webauthn/"), "/")
-		return g.methodOnly(w, r, http.MethodPost, func() error { return g.webauthnStep(w, r, s, tier, action) })
-	case rest == "/enroll/totp/qr.png":
-		return g.methodOnly(w, r, http.MethodGet, func() error { return g.enrolTOTPQR(w, r, s) })
-	case strings.HasPrefix(rest, "/resume/"):
-		id := strings.TrimPrefix(rest, "/resume/")
-		if r.Method == http.MethodPost {
-			return g.resume(w, r, s, id, next)
-		}
-		return g.methodOnly(w, r, http.MethodGet, func() error { return g.confirm(w, r, s, id) })
-	}
-	return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such page.", e.Prefix+"/", "Your session")
-}
-
-func (g *Gateway) methodOnly(w http.ResponseWriter, r *http.Request, method string, f func() error) error {
-	if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
-		return f()
-	}
-	w.Header().Set("Allow", method)
-	return g.renderMessage(w, r, http.StatusMethodNotAllowed, "Method not allowed", "This page does not accept "+r.Method+" requests.", "", "")
+	withSession(r, e.Session(w, r))
+	st := stateOf(r)
+	st.next = next
+	g.routes().ServeHTTP(w, r)
+	return st.err
 }
 
 func (g *Gateway) serveAsset(w http.ResponseWriter, r *http.Request, name string) error {
@@ -364,7 +329,7 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 		d.RoundPrompt, d.State = round.prompt, round.id
 	}
 	if d.Prompt.Ceremony {
-		d.CeremonyBegin, d.CeremonyFinish = ceremonyURLs(e.Prefix, tier, p)
+		d.CeremonyBegin, d.CeremonyFinish = ceremonyURLs(e.Prefix, m.Name(), tier, p)
 	}
 	if status == 0 {
 		status = http.StatusOK
@@ -624,19 +589,20 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 					continue
 				}
 				enrolled, _ := en.Enrolled(r.Context(), s.User)
-				isKey := m.Name() == "webauthn"
+				_, several := m.(stepup.CredentialKeeper)
+				name := credentialName(m)
 				// Changing an existing credential asks for the tier itself
 				// first (the enrolment page sends the user there).
 				label := ""
 				switch {
-				case enrolled && isKey:
-					label = "Add security key"
+				case enrolled && several:
+					label = "Add " + name
 				case enrolled:
-					label = "Replace authenticator"
-				case en.SelfEnroll() && baseHeld && isKey:
-					label = "Register security key"
+					label = "Replace " + name
+				case en.SelfEnroll() && baseHeld && several:
+					label = "Register " + name
 				case en.SelfEnroll() && baseHeld:
-					label = "Set up"
+					label = "Set up " + name
 				}
 				if label != "" {
 					row.Enrol = append(row.Enrol, choice{Label: label, URL: e.Prefix + "/enroll/" + m.Name() + "?" + url.Values{"step": {name}}.Encode()})
@@ -646,10 +612,10 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		}
 	}
 	if s != nil && s.User != "" {
-		d.Keys = g.securityKeys(r, s)
+		d.Keys = g.credentialRows(r, s)
 		changes, _ := e.Credentials.Changes(r.Context(), s.User)
 		for _, c := range changes {
-			d.Changes = append(d.Changes, changeRow{Text: describeChange(c), At: c.At.UTC().Format("2006-01-02 15:04 UTC")})
+			d.Changes = append(d.Changes, changeRow{Text: g.describeChange(c), At: c.At.UTC().Format("2006-01-02 15:04 UTC")})
 		}
 	}
 	return g.render(w, r, http.StatusOK, "status", d)
@@ -659,17 +625,15 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 type changeRow struct{ Text, At string }
 
 // describeChange says what happened to a credential, in words.
-func describeChange(c stepup.CredentialChange) string {
-	what := "Credential"
-	switch c.Method {
-	case "totp":
-		what = "Security code (authenticator app)"
-	case "webauthn":
-		what = "Security key"
+func (g *Gateway) describeChange(c stepup.CredentialChange) string {
+	what, several := "Credential", false
+	if m, ok := g.Engine.Method(c.Tier, c.Method); ok && m.Name() == c.Method {
+		what = upperFirst(credentialName(m))
+		_, several = m.(stepup.CredentialKeeper)
 	}
 	switch c.Kind {
 	case stepup.ChangeEnroll:
-		if c.Method == "webauthn" {
+		if several {
 			return what + " added"
 		}
 		return what + " set up"

@@ -12,7 +12,13 @@ import (
 // request changes it (a stored visitor session, a step-up, a logoff), so
 // that the page it renders carries a CSRF token for the session the next
 // request will present.
-type pageState struct{ s *stepup.Session }
+type pageState struct {
+	s *stepup.Session
+	// next and err carry a page's handler chain and result through the
+	// pages' mux.
+	next Next
+	err  error
+}
 
 type pageStateKey struct{}
 

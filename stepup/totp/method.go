@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -304,7 +305,49 @@ func (m *Method) issuerFor(host string) string {
 }
 
 // ErrEnrolmentExpired means there is no waiting enrolment to confirm.
-var ErrEnrolmentExpired = errors.New("enrolment expired")
+var ErrEnrolmentExpired = stepup.ErrEnrolmentExpired
+
+// CredentialName implements stepup.CredentialNamer.
+func (m *Method) CredentialName() string { return "authenticator app" }
+
+// BeginFormEnrolment implements stepup.FormEnroller: the QR code and key
+// of a new secret, and the form whose code confirms it.
+func (m *Method) BeginFormEnrolment(ctx context.Context, owner, user, host string) (*stepup.EnrolmentView, error) {
+	en, err := m.BeginEnrolment(ctx, owner, user, host)
+	if err != nil {
+		return nil, err
+	}
+	o := m.opts
+	return &stepup.EnrolmentView{
+		Title:       "Set up your authenticator app",
+		Help:        "Scan this code with an authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, 1Password, …), then enter the code it shows to finish.",
+		ImageAlt:    "QR code for your authenticator app",
+		Secret:      ManualKey(en.Secret),
+		SecretLabel: "Can't scan? Enter the key by hand",
+		Details:     "Time-based, " + strconv.Itoa(o.Digits) + " digits, every " + strconv.Itoa(int(o.Period.Seconds())) + " seconds, " + o.Algorithm + ".",
+		Link:        en.URI,
+		Prompt: stepup.Prompt{
+			Fields: []stepup.Field{{Name: "code", Label: "Code from the app", Type: "text", Autocomplete: "one-time-code", InputMode: "numeric"}},
+			Submit: "Finish setup",
+		},
+		Notice: "This key is shown only now; after setup it cannot be displayed again.",
+	}, nil
+}
+
+// ConfirmFormEnrolment implements stepup.FormEnroller.
+func (m *Method) ConfirmFormEnrolment(ctx context.Context, owner, user string, form url.Values) (*stepup.Outcome, error) {
+	return m.ConfirmEnrolment(ctx, owner, user, form.Get("code"))
+}
+
+// EnrolmentImage implements stepup.FormEnroller: the QR code of the
+// waiting secret.
+func (m *Method) EnrolmentImage(ctx context.Context, owner, user, host string) ([]byte, error) {
+	en, err := m.PendingEnrolment(ctx, owner, user, host)
+	if err != nil {
+		return nil, ErrEnrolmentExpired
+	}
+	return QRCode(en.URI, 240)
+}
 
 // ConfirmEnrolment checks a code against the waiting secret; when it
 // matches, the secret becomes the user's (replacing any earlier one) and
@@ -334,7 +377,8 @@ func (m *Method) ConfirmEnrolment(ctx context.Context, owner, user, code string)
 }
 
 var (
-	_ stepup.Method     = (*Method)(nil)
-	_ stepup.Enroller   = (*Method)(nil)
-	_ stepup.OwnLockout = (*Method)(nil)
+	_ stepup.Method          = (*Method)(nil)
+	_ stepup.FormEnroller    = (*Method)(nil)
+	_ stepup.CredentialNamer = (*Method)(nil)
+	_ stepup.OwnLockout      = (*Method)(nil)
 )

@@ -148,6 +148,34 @@ func (m *Method) Prompt(string) stepup.Prompt {
 	}
 }
 
+// CredentialName implements stepup.CredentialNamer.
+func (m *Method) CredentialName() string { return "security key" }
+
+// RegistrationText implements stepup.CeremonyEnroller.
+func (m *Method) RegistrationText() stepup.RegistrationText {
+	return stepup.RegistrationText{
+		Title:       "Register a security key",
+		Help:        "Register a security key, or your device's fingerprint, face or screen lock, for this step.",
+		NameLabel:   "Name for this key",
+		DefaultName: "Security key",
+		Submit:      "Register security key",
+		NoScript:    "Registering a security key needs JavaScript.",
+	}
+}
+
+// CredentialList implements stepup.CredentialKeeper.
+func (m *Method) CredentialList(ctx context.Context, user string) ([]stepup.CredentialInfo, error) {
+	creds, err := m.Credentials(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]stepup.CredentialInfo, len(creds))
+	for i, c := range creds {
+		out[i] = stepup.CredentialInfo{ID: c.ID(), Name: c.Nickname, Created: c.Created, LastUsed: c.LastUsed}
+	}
+	return out, nil
+}
+
 // Verify implements stepup.Method: there is no form to submit.
 func (m *Method) Verify(context.Context, *stepup.Attempt) (*stepup.Outcome, error) {
 	return &stepup.Outcome{Result: stepup.Rejected, Reason: "webauthn_needs_ceremony", Message: "Use the button to sign in with your security key."}, nil
@@ -155,7 +183,7 @@ func (m *Method) Verify(context.Context, *stepup.Attempt) (*stepup.Outcome, erro
 
 // ErrRelyingParty means WebAuthn cannot work on this address: browsers
 // refuse an IP address as relying party, and so does go-webauthn.
-var ErrRelyingParty = errors.New("security keys cannot be used on this address")
+var ErrRelyingParty = stepup.ErrUnusableAddress
 
 // relyingParty builds the go-webauthn instance for a request: configured
 // values, or the request's own host and origin.
@@ -329,7 +357,7 @@ func (m *Method) take(ctx context.Context, key string) (*gowebauthn.SessionData,
 }
 
 // ErrNoCredentials means the user has no registered key.
-var ErrNoCredentials = errors.New("no security key registered")
+var ErrNoCredentials = stepup.ErrNoCredentials
 
 // BeginLogin returns the options of an assertion for the user's keys.
 func (m *Method) BeginLogin(r *http.Request, tier, owner, name string) ([]byte, error) {
@@ -513,4 +541,10 @@ func (m *Method) Remove(ctx context.Context, name, id string) (bool, error) {
 var (
 	_ stepup.Method   = (*Method)(nil)
 	_ stepup.Enroller = (*Method)(nil)
+)
+
+var (
+	_ stepup.CeremonyEnroller = (*Method)(nil)
+	_ stepup.CredentialKeeper = (*Method)(nil)
+	_ stepup.CredentialNamer  = (*Method)(nil)
 )

@@ -1,0 +1,378 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+)
+
+// maxCeremonyBody bounds a ceremony's JSON (a credential is a few KiB).
+const maxCeremonyBody = 64 << 10
+
+func jsonError(w http.ResponseWriter, status int, msg string, extra ...string) error {
+	body := map[string]any{"error": msg}
+	for i := 0; i+1 < len(extra); i += 2 {
+		body[extra[i]] = extra[i+1]
+	}
+	writeJSON(w, status, body)
+	return nil
+}
+
+// ceremonyRequest checks what every ceremony call needs: the tier's method,
+// the CSRF token in X-CSRF-Token, a signed-in session, the walk's
+// parameters, and a bounded JSON body. It answers and returns ok=false
+// otherwise.
+func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier, method string) (m stepup.Method, p challengeParams, body []byte, ok bool) {
+	e := g.Engine
+	m, found := e.Method(tier, method)
+	if !found || m.Name() != method {
+		_ = jsonError(w, http.StatusNotFound, "There is no such step.")
+		return nil, p, nil, false
+	}
+	if !e.CSRF.Valid(r, r.Header.Get("X-CSRF-Token"), ownerOf(r)) {
+		e.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "csrf_token_invalid"})
+		_ = jsonError(w, http.StatusForbidden, "This page has expired. Reload it and try again.")
+		return nil, p, nil, false
+	}
+	q := r.URL.Query()
+	if q.Get("tier") == "" && q.Get("target") == "" {
+		q.Set("tier", tier)
+	}
+	p, valid := g.parseChallenge(q)
+	if !valid || (p.target != tier && !e.Hierarchy.IsAbove(p.target, tier)) {
+		_ = jsonError(w, http.StatusBadRequest, "The step-up you asked for does not exist.")
+		return nil, p, nil, false
+	}
+	if s == nil || s.User == "" {
+		_ = jsonError(w, http.StatusUnauthorized, "Sign in first.", "next", e.Prefix+"/challenge?"+p.query().Encode())
+		return nil, p, nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCeremonyBody))
+	if err != nil {
+		_ = jsonError(w, http.StatusRequestEntityTooLarge, "The request is too large.")
+		return nil, p, nil, false
+	}
+	return m, p, body, true
+}
+
+// persisted is ceremonyRequest's session, stored so that the ceremony's
+// challenge can be bound to it (an external identity may have none yet).
+func (g *Gateway) persisted(w http.ResponseWriter, r *http.Request, s *stepup.Session) (*stepup.Session, bool) {
+	s, err := g.persist(w, r, s)
+	if err != nil {
+		_ = jsonError(w, http.StatusInternalServerError, "Something went wrong. Try again.")
+		return nil, false
+	}
+	return s, true
+}
+
+// unusableAddress answers a ceremony the browser cannot run on this
+// address (WebAuthn on an IP address).
+func unusableAddress(w http.ResponseWriter, m stepup.Method) error {
+	return jsonError(w, http.StatusBadRequest, upperFirst(credentialName(m))+"s cannot be used on this address. Open the site by its name, not an IP address.")
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// ceremonyStep serves POST /{method}/{tier}/begin and /finish: a step-up
+// that runs in the browser (a method with a Ceremony).
+func (g *Gateway) ceremonyStep(w http.ResponseWriter, r *http.Request, s *stepup.Session, method, tier, action string) error {
+	e := g.Engine
+	mm, p, body, ok := g.ceremonyRequest(w, r, s, tier, method)
+	if !ok {
+		return nil
+	}
+	m, ok := mm.(stepup.Ceremony)
+	if !ok {
+		return jsonError(w, http.StatusNotFound, "There is no such step.")
+	}
+	if s, ok = g.persisted(w, r, s); !ok {
+		return nil
+	}
+	now := e.Now()
+	if t, _ := e.Hierarchy.Get(tier); t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0) {
+		return jsonError(w, http.StatusConflict, "Your sign-in for the previous step has expired.", "next", e.Prefix+"/challenge?"+p.query().Encode())
+	}
+	ip := e.ClientIP(r)
+	if e.Limiter.Blocked(r.Context(), method, s.User, ip) {
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
+		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+	}
+	switch action {
+	case "begin":
+		opts, err := m.BeginLogin(r, tier, s.Owner, s.User)
+		if errors.Is(err, stepup.ErrNoCredentials) {
+			q := p.query()
+			q.Set("step", tier)
+			return jsonError(w, http.StatusConflict, "No "+credentialName(mm)+" is registered for your account.", "next", e.Prefix+"/enroll/"+method+"?"+q.Encode())
+		}
+		if errors.Is(err, stepup.ErrUnusableAddress) {
+			return unusableAddress(w, mm)
+		}
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		return writeRawJSON(w, opts)
+	case "finish":
+		rs, err := e.Limiter.Reserve(r.Context(), method, s.User, ip, true)
+		if err != nil {
+			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
+			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		}
+		defer rs.Settle(r.Context(), stepup.Unavailable)
+		o, err := m.FinishLogin(r, tier, s.Owner, s.User, body)
+		if errors.Is(err, stepup.ErrUnusableAddress) {
+			return unusableAddress(w, mm)
+		}
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		rs.Settle(r.Context(), o.Result)
+		o.Method = method
+		rec := stepup.Record{Event: stepup.EventStepUp, User: s.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: method}
+		if o.Result != stepup.Accepted {
+			e.Log(r, s, rec)
+			return jsonError(w, http.StatusUnauthorized, o.Message)
+		}
+		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
+			return err
+		}
+		return writeJSONOK(w, map[string]string{"next": e.Prefix + "/challenge?" + p.query().Encode()})
+	}
+	return jsonError(w, http.StatusNotFound, "Not found.")
+}
+
+// ceremonyEnrolPage serves GET /enroll/{method} for a method that
+// registers credentials in the browser (CeremonyEnroller).
+func (g *Gateway) ceremonyEnrolPage(w http.ResponseWriter, r *http.Request, s *stepup.Session, method string) error {
+	e := g.Engine
+	v := r.URL.Query()
+	step, answered, err := g.enrolStep(w, r, v, method)
+	if answered {
+		return err
+	}
+	mm, _ := e.Method(step, method)
+	m, ok := mm.(stepup.CeremonyEnroller)
+	if !ok || mm.Name() != method {
+		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
+	}
+	p, _, ok, err := g.enrolWalk(w, r, s, m, step, v)
+	if !ok {
+		return err
+	}
+	q := p.query()
+	q.Set("step", step)
+	text := m.RegistrationText()
+	d := &pageData{Title: text.Title, Tier: step, Return: p.ret, Registration: text,
+		CeremonyBegin: e.Prefix + "/enroll/" + method + "/begin?" + q.Encode(), CeremonyFinish: e.Prefix + "/enroll/" + method + "/finish?" + q.Encode()}
+	return g.render(w, r, http.StatusOK, "enroll_ceremony", d)
+}
+
+// ceremonyEnrol serves POST /enroll/{method}/begin and /finish.
+func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, method, action string) error {
+	e := g.Engine
+	step := r.URL.Query().Get("step")
+	if step == "" {
+		steps := g.tiersUsing(method)
+		if len(steps) != 1 {
+			return jsonError(w, http.StatusBadRequest, "Name the step to register for.")
+		}
+		step = steps[0]
+	}
+	mm, p, body, ok := g.ceremonyRequest(w, r, s, step, method)
+	if !ok {
+		return nil
+	}
+	m, ok := mm.(stepup.CeremonyEnroller)
+	if !ok {
+		return jsonError(w, http.StatusNotFound, "There is no such set-up.")
+	}
+	if s, ok = g.persisted(w, r, s); !ok {
+		return nil
+	}
+	perm, err := g.enrolPermissionFor(r, s, m, step)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	switch perm {
+	case enrolNeedBase:
+		q := p.query()
+		q.Set("tier", step)
+		return jsonError(w, http.StatusConflict, "Step up first.", "next", e.Prefix+"/challenge?"+q.Encode())
+	case enrolNeedTier:
+		return jsonError(w, http.StatusConflict, "Confirm this step with what you already have first.", "next", g.freshStepURL(step, g.enrolPageURL(m, step, p)))
+	case enrolRefused:
+		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
+		return jsonError(w, http.StatusForbidden, upperFirst(credentialName(mm))+"s for this step are registered by your administrator.")
+	}
+	ip := e.ClientIP(r)
+	if e.Limiter.Blocked(r.Context(), method, s.User, ip) {
+		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+	}
+	switch action {
+	case "begin":
+		var req struct {
+			Nickname string `json:"nickname"`
+		}
+		if len(body) > 0 {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return jsonError(w, http.StatusBadRequest, "The request could not be read.")
+			}
+		}
+		opts, err := m.BeginRegistration(r, step, s.Owner, s.User, req.Nickname)
+		if errors.Is(err, stepup.ErrUnusableAddress) {
+			return unusableAddress(w, mm)
+		}
+		if err != nil {
+			return jsonError(w, http.StatusBadRequest, "Choose a name of at most 64 characters.")
+		}
+		return writeRawJSON(w, opts)
+	case "finish":
+		rs, err := e.Limiter.Reserve(r.Context(), method, s.User, ip, true)
+		if err != nil {
+			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		}
+		defer rs.Settle(r.Context(), stepup.Unavailable)
+		o, err := m.FinishRegistration(r, step, s.Owner, s.User, body)
+		if errors.Is(err, stepup.ErrUnusableAddress) {
+			return unusableAddress(w, mm)
+		}
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		rs.Settle(r.Context(), o.Result)
+		if o.Result != stepup.Accepted {
+			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, User: s.User, Tier: step, AuthMethod: method, Result: o.Result.String(), Reason: o.Reason})
+			return jsonError(w, http.StatusUnauthorized, o.Message)
+		}
+		o.Method = method
+		e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeEnroll, step, method)
+		// Creating the credential needed the user's presence and
+		// verification: it is a step-up to the tier.
+		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, AuthMethod: method, Result: "success", Reason: "registered"}); err != nil {
+			return err
+		}
+		return writeJSONOK(w, map[string]string{"next": e.Prefix + "/challenge?" + p.query().Encode()})
+	}
+	return jsonError(w, http.StatusNotFound, "Not found.")
+}
+
+// credentialRemove serves POST /{method}/remove (form: csrf_token, step,
+// id): remove one of one's credentials of a method that keeps several
+// (CredentialKeeper), never the last one while a tier relies on the
+// administrator to register them.
+func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *stepup.Session, method string) error {
+	e := g.Engine
+	if err := g.parseFormOrAnswer(w, r); err != nil {
+		return nil
+	}
+	step, id := r.PostForm.Get("step"), r.PostForm.Get("id")
+	mm, _ := e.Method(step, method)
+	m, ok := mm.(stepup.CredentialKeeper)
+	if !ok || mm.Name() != method || s == nil || s.User == "" {
+		return g.renderMessage(w, r, http.StatusBadRequest, "Not possible", "There is no such credential.", e.Prefix+"/", "Your session")
+	}
+	// Removing a credential is a credential change: it needs the tier
+	// itself, held and fresh, as adding one does.
+	if !s.Stack.Holds(e.Hierarchy, step, e.Now(), g.changeFreshness(step)) {
+		http.Redirect(w, r, g.freshStepURL(step, e.Prefix+"/"), http.StatusSeeOther)
+		return nil
+	}
+	creds, err := m.CredentialList(r.Context(), s.User)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	name := credentialName(mm)
+	if len(creds) == 1 && creds[0].ID == id && g.adminRegisters(method) {
+		return g.renderMessage(w, r, http.StatusConflict, "Last "+name,
+			"This is your only "+name+", and new ones are registered by your administrator. Ask them before removing it.", e.Prefix+"/", "Your session")
+	}
+	removed, err := m.Remove(r.Context(), s.User, id)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	if !removed {
+		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such "+name+".", e.Prefix+"/", "Your session")
+	}
+	e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeRemove, step, method)
+	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+	return nil
+}
+
+// adminRegisters reports whether some tier using the method does not let
+// users register credentials themselves.
+func (g *Gateway) adminRegisters(method string) bool {
+	for _, alts := range g.Engine.Alternatives {
+		for _, m := range alts {
+			if en, ok := m.(stepup.Enroller); ok && m.Name() == method && !en.SelfEnroll() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// keyRow is a registered credential on the status page.
+type keyRow struct {
+	Method, Step, ID, Nickname, Created, LastUsed string
+	Removable                                     bool
+}
+
+// credentialRows lists the user's credentials of methods that keep several,
+// for the status page; a method's credentials belong to the user, whichever
+// of its tiers lists them.
+func (g *Gateway) credentialRows(r *http.Request, s *stepup.Session) []keyRow {
+	var rows []keyRow
+	seen := map[string]bool{}
+	for _, name := range g.Engine.Hierarchy.Names() {
+		for _, mm := range g.Engine.Alternatives[name] {
+			m, ok := mm.(stepup.CredentialKeeper)
+			if !ok || seen[mm.Name()] {
+				continue
+			}
+			seen[mm.Name()] = true
+			creds, err := m.CredentialList(r.Context(), s.User)
+			if err != nil {
+				continue
+			}
+			for _, c := range creds {
+				row := keyRow{Method: mm.Name(), Step: name, ID: c.ID, Nickname: c.Name, Created: c.Created.UTC().Format("2006-01-02 15:04 UTC"), LastUsed: "never"}
+				if !c.LastUsed.IsZero() {
+					row.LastUsed = c.LastUsed.UTC().Format("2006-01-02 15:04 UTC")
+				}
+				row.Removable = len(creds) > 1 || !g.adminRegisters(mm.Name())
+				rows = append(rows, row)
+			}
+		}
+	}
+	return rows
+}
+
+func writeRawJSON(w http.ResponseWriter, raw []byte) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, err := w.Write(raw)
+	return err
+}
+
+func writeJSONOK(w http.ResponseWriter, v any) error {
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// ceremonyURLs are the begin and finish URLs of a step's ceremony.
+func ceremonyURLs(prefix, method, tier string, p challengeParams) (string, string) {
+	q := p.query().Encode()
+	base := prefix + "/" + url.PathEscape(method) + "/" + url.PathEscape(tier)
+	return base + "/begin?" + q, base + "/finish?" + q
+}

@@ -284,7 +284,7 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 	}
 	// Removing a credential is a credential change: it needs the tier
 	// itself, held and fresh, as adding one does.
-	if !s.Stack.Holds(e.Hierarchy, step, e.Now(), g.changeFreshness(step)) {
+	if !s.Stack.Holds(e.Hierarchy, step, e.Now(), e.ChangeFreshness(step)) {
 		http.Redirect(w, r, g.freshStepURL(step, e.Prefix+"/"), http.StatusSeeOther)
 		return nil
 	}

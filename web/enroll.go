@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
@@ -64,7 +63,7 @@ func (g *Gateway) enrolForm(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	if !ok || mm.Name() != method {
 		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
 	}
-	p, perm, ok, err := g.enrolWalk(w, r, s, m, step, v)
+	p, _, ok, err := g.enrolWalk(w, r, s, m, step, v)
 	if !ok {
 		return err
 	}
@@ -72,36 +71,20 @@ func (g *Gateway) enrolForm(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	if s, err = g.persist(w, r, s); err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	ctx := r.Context()
 	if r.Method == http.MethodPost {
-		rs, err := e.Limiter.Reserve(ctx, method, s.User, e.ClientIP(r), false)
-		if err != nil {
-			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: step, Result: "refused", Reason: "too_many_failures"})
-			return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many attempts", "Too many failed attempts from your network. Try again later.", "", "")
-		}
-		defer rs.Settle(ctx, stepup.Unavailable)
-		o, err := m.ConfirmFormEnrolment(ctx, s.Owner, s.User, r.PostForm)
-		if errors.Is(err, stepup.ErrEnrolmentExpired) {
+		res, err := e.EnrolWithForm(w, r, s, m, stepup.Step{Tier: step, Pending: p.pending, Target: p.target}, r.PostForm)
+		switch {
+		case errors.Is(err, stepup.ErrEnrolmentExpired):
 			return g.showFormEnrolment(w, r, s, m, method, p, step, "That set-up expired. Start again with what is shown below.", http.StatusUnauthorized)
-		}
-		if err != nil {
+		case err != nil:
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		rs.Settle(ctx, o.Result)
-		if o.Result != stepup.Accepted {
-			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, AuthMethod: method, Result: o.Result.String(), Reason: o.Reason})
-			return g.showFormEnrolment(w, r, s, m, method, p, step, o.Message, http.StatusUnauthorized)
-		}
-		o.Method = method
-		kind := stepup.ChangeEnroll
-		if perm == enrolChange {
-			kind = stepup.ChangeReplace
-		}
-		e.CredentialChanged(ctx, func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, kind, step, method)
-		// The confirming answer proves possession of the new credential:
-		// it is a step-up to the tier.
-		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, AuthMethod: method, Result: "success", Reason: "enrolled"}); err != nil {
-			return err
+		setSession(r, res.Session)
+		switch res.Kind {
+		case stepup.StepRateLimited:
+			return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many attempts", "Too many failed attempts from your network. Try again later.", "", "")
+		case stepup.StepRejected:
+			return g.showFormEnrolment(w, r, s, m, method, p, step, res.Outcome.Message, http.StatusUnauthorized)
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
@@ -158,73 +141,19 @@ func (g *Gateway) enrolStep(w http.ResponseWriter, r *http.Request, v url.Values
 	return "", true, g.render(w, r, http.StatusOK, "message", d)
 }
 
-// Whether a user may enrol a credential for a tier.
-type enrolPermission int
+// enrolPermission is the engine's answer to "may this user enrol now".
+type enrolPermission = stepup.EnrolPermission
 
 const (
-	enrolFirst    enrolPermission = iota // a first credential, trust on first use
-	enrolChange                          // another or a new credential, the tier fresh
-	enrolNeedBase                        // sign in / reach the base tier first
-	enrolNeedTier                        // a credential exists: step up to the tier itself first
-	enrolRefused                         // credentials are provisioned by the administrator
+	enrolFirst    = stepup.EnrolFirst
+	enrolChange   = stepup.EnrolChange
+	enrolNeedBase = stepup.EnrolNeedBase
+	enrolNeedTier = stepup.EnrolNeedTier
+	enrolRefused  = stepup.EnrolRefused
 )
 
-// CredentialChangeMaxAge is how recently the tier itself must have been
-// reached to replace its credential, add a further key or remove one: the
-// user proves they hold the current credential just before changing it.
-const CredentialChangeMaxAge = 5 * time.Minute
-
-// changeFreshness is CredentialChangeMaxAge, or the tier's own max age when
-// that is shorter.
-func (g *Gateway) changeFreshness(step string) time.Duration {
-	t, _ := g.Engine.Hierarchy.Get(step)
-	return min(CredentialChangeMaxAge, t.MaxAge)
-}
-
-// enrolPermissionFor: a user with no credential for the tier (none enrolled
-// and none provisioned) may set up a first one while holding the base tier,
-// where the tier says enroll self (trust on first use). Once a credential
-// exists, changing it (replacing a secret, adding a further key) needs the
-// tier itself, held and fresh: a password alone never reaches a tier by
-// enrolling a credential of the attacker's choice.
 func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepup.Enroller, step string) (enrolPermission, error) {
-	e := g.Engine
-	now := e.Now()
-	t, _ := e.Hierarchy.Get(step)
-	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)) {
-		return enrolNeedBase, nil
-	}
-	enrolled, err := g.hasCredential(r, s.User, step)
-	if err != nil {
-		return enrolRefused, err
-	}
-	switch {
-	case enrolled && s.Stack.Holds(e.Hierarchy, step, now, g.changeFreshness(step)):
-		return enrolChange, nil
-	case enrolled:
-		return enrolNeedTier, nil
-	case m.SelfEnroll():
-		return enrolFirst, nil
-	}
-	return enrolRefused, nil
-}
-
-// hasCredential reports whether the user has a credential for any of the
-// tier's methods. A method that enrols nothing here (a password, RADIUS, a
-// third party's) counts as one: trust on first use must never let a key
-// of the attacker's choice stand in for a credential held elsewhere.
-func (g *Gateway) hasCredential(r *http.Request, user, tier string) (bool, error) {
-	for _, m := range g.Engine.Alternatives[tier] {
-		en, ok := m.(stepup.Enroller)
-		if !ok {
-			return true, nil
-		}
-		enrolled, err := en.Enrolled(r.Context(), user)
-		if err != nil || enrolled {
-			return enrolled, err
-		}
-	}
-	return false, nil
+	return g.Engine.EnrolPermission(r.Context(), s, m, step)
 }
 
 // enrolWalk reads the walk an enrolment page is part of (the step's tier
@@ -272,7 +201,7 @@ func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Ses
 // freshStepURL is the challenge that reaches step freshly enough to change
 // its credentials, then returns to ret.
 func (g *Gateway) freshStepURL(step, ret string) string {
-	q := url.Values{"tier": {step}, "max_age": {strconv.Itoa(int(g.changeFreshness(step).Seconds()))}, "return": {ret}}
+	q := url.Values{"tier": {step}, "max_age": {strconv.Itoa(int(g.Engine.ChangeFreshness(step).Seconds()))}, "return": {ret}}
 	return g.Engine.Prefix + "/challenge?" + q.Encode()
 }
 

@@ -140,35 +140,19 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 		return nil
 	}
-	// A request another site started is never kept: after the step-up it
-	// would be sent as the user's own, with this site's origin.
-	if stepup.CrossSite(r, e.Scheme(r)) {
-		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "cross_site_request_not_kept"})
+	pr, _, err := e.KeepRequest(w, r, ev.Session, m)
+	switch {
+	case errors.Is(err, stepup.ErrCrossSite):
 		return g.renderMessage(w, r, http.StatusForbidden, "Start again from the site",
 			"This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", "/", "Go to the site")
-	}
-	// Keep the request, body and all, for replay after the step-up. Every
-	// kept request counts against the client's budget before anything is
-	// stored: a client without a cookie would otherwise get a fresh session,
-	// and a fresh per-session allowance, each time.
-	ip := e.ClientIP(r)
-	if !e.KeepLimiter.Spend(r.Context(), ip) {
-		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "too_many_kept_requests_from_client"})
+	case errors.Is(err, stepup.ErrKeepBudget):
 		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
-	}
-	s, err := e.Persist(w, r, ev.Session)
-	if err != nil {
-		return &HTTPError{http.StatusInternalServerError, err}
-	}
-	pr, err := e.Keep(r.Context(), s, r, m)
-	switch {
 	case errors.Is(err, stepup.ErrBodyTooLarge):
 		q.Set("return", returnFor(r, e.Prefix))
 		return g.renderMessage(w, r, http.StatusRequestEntityTooLarge, "Step-up needed",
 			"This action needs a stronger sign-in, and the data you sent is too large to hold while you do. Step up first, then send it again.",
 			e.Prefix+"/challenge?"+q.Encode(), "Step up")
 	case errors.Is(err, stepup.ErrKeptBytesFull):
-		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Set: m.Set, Tier: m.Tier, Result: "refused", Reason: "kept_bytes_full"})
 		return g.renderMessage(w, r, http.StatusServiceUnavailable, "Busy",
 			"Too many actions are waiting for a step-up right now. Step up first, then send it again.",
 			e.Prefix+"/challenge?"+q.Encode(), "Step up")

@@ -377,8 +377,8 @@ func (g *Gateway) challengeExpired(w http.ResponseWriter, r *http.Request) error
 
 var errFormRejected = errors.New("form rejected")
 
-// verify checks one submitted step. Every attempt is counted before it is
-// verified (Limiter.Reserve), so parallel guesses cannot slip under a limit.
+// verify takes one submitted step (Engine.StepUp enforces every rule of
+// it) and renders where the walk goes next.
 func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string) error {
 	e := g.Engine
 	if err := g.parseFormOrAnswer(w, r); err != nil {
@@ -390,122 +390,57 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		form.Set("target", tier)
 	}
 	p, ok := g.parseChallenge(form)
-	m, known := e.Method(tier, form.Get("via"))
-	if !ok || !known || !(tier == p.target || e.Hierarchy.IsAbove(p.target, tier)) {
-		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+	if !ok || !(tier == p.target || e.Hierarchy.IsAbove(p.target, tier)) {
+		return g.unknownStep(w, r)
 	}
-	now := e.Now()
-	t, _ := e.Hierarchy.Get(tier)
-	var stack tiers.Stack
-	if s != nil {
-		stack = s.Stack
+	res, err := e.StepUp(w, r, s, stepup.Step{Tier: tier, Via: form.Get("via"), Form: form, Round: form.Get("state"), Pending: p.pending, Target: p.target})
+	if errors.Is(err, stepup.ErrUnknownStep) {
+		return g.unknownStep(w, r)
 	}
-	if t.Base != "" && !stack.Holds(e.Hierarchy, t.Base, now, 0) {
-		// Out of order (or the base lapsed meanwhile): resume the walk.
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	setSession(r, res.Session)
+	p.via = res.Method.Name()
+	if len(e.Alternatives[tier]) < 2 {
+		p.via = ""
+	}
+	s = res.Session
+	switch res.Kind {
+	case stepup.StepDone, stepup.StepBaseMissing, stepup.StepSuperseded:
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
-	}
-	user := ""
-	if s != nil && !m.Identifies() {
-		user = s.User
-	}
-	limitUser := user
-	if m.Identifies() {
-		limitUser = strings.TrimSpace(form.Get("username"))
-	}
-	// Failures count per user and credential (the method), not per tier:
-	// two password tiers guess at one password, with one budget. A method
-	// that locks users out itself is counted per client here; the user's
-	// concurrent attempts are bounded all the same.
-	ol, own := m.(stepup.OwnLockout)
-	countUser := !(own && ol.OwnLockout())
-	ip := e.ClientIP(r)
-	rs, err := e.Limiter.Reserve(r.Context(), m.Name(), limitUser, ip, countUser)
-	if err != nil {
-		reason, msg := "too_many_failures", "Too many failed attempts. Try again in "+strconv.Itoa(int(e.Limiter.Window().Minutes()))+" minutes."
-		if errors.Is(err, stepup.ErrBusy) {
-			reason, msg = "too_many_concurrent_attempts", "Another attempt is being checked. Wait a moment and try again."
-		}
-		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, User: limitUser, Tier: tier, Result: "refused", Reason: reason})
-		return g.renderStep(w, r, s, p, tier, msg, http.StatusTooManyRequests, nil)
-	}
-	defer rs.Settle(r.Context(), stepup.Unavailable) // a panic or early return counts nothing
-	a := &stepup.Attempt{Tier: tier, User: user, Form: form, ClientIP: ip, Request: r}
-	if id := form.Get("state"); id != "" && s != nil {
-		a.Round, _ = e.TakeRound(r.Context(), s, id)
-		if a.Round == nil {
-			return g.renderStep(w, r, s, p, tier, "That step has expired. Start again.", http.StatusUnauthorized, nil)
-		}
-	}
-	o, err := m.Verify(r.Context(), a)
-	if err != nil {
-		o = &stepup.Outcome{Result: stepup.Unavailable, Reason: "method_error"}
-	}
-	o.Method = m.Name()
-	rs.Settle(r.Context(), o.Result)
-	rec := stepup.Record{Event: stepup.EventStepUp, User: o.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: m.Name()}
-	if rec.User == "" {
-		rec.User = limitUser
-	}
-	switch o.Result {
-	case stepup.Accepted:
-		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
-			return err
-		}
-		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
-		return nil
-	case stepup.Challenged:
-		if s, err = g.persist(w, r, s); err != nil {
-			return &HTTPError{http.StatusInternalServerError, err}
-		}
-		id, err := e.KeepRound(r.Context(), s, o.Round)
-		if err != nil {
-			return &HTTPError{http.StatusInternalServerError, err}
-		}
-		e.Log(r, s, rec)
-		return g.renderStep(w, r, s, p, tier, "", http.StatusUnauthorized, &roundView{id: id, prompt: o.Round.Prompt})
-	case stepup.Unavailable:
-		e.Log(r, s, rec)
+	case stepup.StepRateLimited:
+		return g.renderStep(w, r, s, p, tier, "Too many failed attempts. Try again in "+strconv.Itoa(int(e.Limiter.Window().Minutes()))+" minutes.", http.StatusTooManyRequests, nil)
+	case stepup.StepBusy:
+		return g.renderStep(w, r, s, p, tier, "Another attempt is being checked. Wait a moment and try again.", http.StatusTooManyRequests, nil)
+	case stepup.StepRoundExpired:
+		return g.renderStep(w, r, s, p, tier, "That step has expired. Start again.", http.StatusUnauthorized, nil)
+	case stepup.StepNextRound:
+		return g.renderStep(w, r, s, p, tier, "", http.StatusUnauthorized, &roundView{id: res.RoundID, prompt: res.RoundPrompt})
+	case stepup.StepUnavailable:
 		return g.renderStep(w, r, s, p, tier, "The authentication service is unavailable. Try again in a moment.", http.StatusServiceUnavailable, nil)
-	default:
-		e.Log(r, s, rec)
-		msg := o.Message
-		if msg == "" {
-			msg = "That did not work. Try again."
-		}
-		return g.renderStep(w, r, s, p, tier, msg, http.StatusUnauthorized, nil)
 	}
+	msg := res.Outcome.Message
+	if msg == "" {
+		msg = "That did not work. Try again."
+	}
+	return g.renderStep(w, r, s, p, tier, msg, http.StatusUnauthorized, nil)
 }
 
-// accept records a successful step to tier: the level is pushed (the
-// session id rotates), audited, and a kept request the walk is for is
-// marked as stepped up for. The walk then continues at the challenge. A
-// step whose base lapsed meanwhile is not an error: the challenge asks
-// again; neither is losing a race with a concurrent change of the session,
-// whose winner's cookie the browser holds.
+func (g *Gateway) unknownStep(w http.ResponseWriter, r *http.Request) error {
+	return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", g.Engine.Prefix+"/", "Your session")
+}
+
+// accept records a step reached on an enrolment or ceremony page (see
+// Engine.Accept); the walk then continues at the challenge.
 func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string, p challengeParams, o *stepup.Outcome, rec stepup.Record) (*stepup.Session, error) {
-	e := g.Engine
-	next, err := e.Complete(w, r, s, tier, o, p.pending)
-	if errors.Is(err, stepup.ErrNotAllowed) {
-		return s, nil
-	}
-	if errors.Is(err, stepup.ErrSessionChanged) {
-		rec.Result, rec.Reason = "superseded", "concurrent_change"
-		e.Log(r, s, rec)
-		return s, nil
-	}
+	res, err := g.Engine.Accept(w, r, s, stepup.Step{Tier: tier, Pending: p.pending, Target: p.target}, o, rec)
 	if err != nil {
 		return nil, &HTTPError{http.StatusInternalServerError, err}
 	}
-	setSession(r, next)
-	rec.Tiers = strings.Join(next.Stack.Names(), ",")
-	e.Log(r, next, rec)
-	if p.pending != "" && tier == p.target {
-		lvl, _ := next.Stack.Level(tier)
-		// The kept request may be gone (expired); the walk still ends.
-		_ = e.MarkSteppedUp(r.Context(), next, p.pending, lvl.At)
-	}
-	return next, nil
+	setSession(r, res.Session)
+	return res.Session, nil
 }
 
 // parseFormOrAnswer parses and checks the form; when it fails the answer
@@ -539,28 +474,13 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if err := g.parseFormOrAnswer(w, r); err != nil {
 		return nil
 	}
-	tier := r.PostForm.Get("tier")
-	if s == nil {
-		if rotated != "" {
-			e.Sessions.End(w, r, &stepup.Session{Owner: rotated})
-			e.Log(r, nil, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Reason: "session_rotated_concurrently", Session: rotated})
-		}
-		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
-		return nil
-	}
-	if _, held := s.Stack.Level(tier); !held {
+	_, err := e.LogOffAt(w, r, s, rotated, r.PostForm.Get("tier"))
+	if errors.Is(err, stepup.ErrNotHeld) {
 		return g.renderMessage(w, r, http.StatusBadRequest, "Not held", "You do not hold that tier.", e.Prefix+"/", "Your session")
 	}
-	_, closed, err := e.LogOff(w, r, s, tier)
-	if errors.Is(err, stepup.ErrSessionChanged) {
-		// A concurrent step-up changed the session: logging off must not
-		// lose to it, so the whole session ends.
-		closed = s.Stack.Names()
-		e.Sessions.End(w, r, s)
-	} else if err != nil {
+	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	e.Log(r, s, stepup.Record{Event: stepup.EventLogOff, Tier: tier, Result: "closed", Tiers: strings.Join(closed, ",")})
 	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 	return nil
 }
@@ -668,19 +588,15 @@ func (g *Gateway) resume(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if s == nil {
 		return g.challengeExpired(w, r)
 	}
-	kept, err := e.TakePending(r.Context(), s, id)
-	if err != nil {
+	ev, err := e.Resume(r, s, id, r.PostForm.Get("action") != "discard")
+	switch {
+	case errors.Is(err, stepup.ErrPendingNotFound):
 		return g.challengeExpired(w, r)
-	}
-	if r.PostForm.Get("action") == "discard" {
-		e.Log(r, s, stepup.Record{Event: stepup.EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "discarded"})
+	case err != nil:
+		return &HTTPError{http.StatusInternalServerError, err}
+	case ev == nil:
 		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 		return nil
 	}
-	if err := kept.Replay(r); err != nil {
-		return &HTTPError{http.StatusInternalServerError, err}
-	}
-	e.Log(r, s, stepup.Record{Event: stepup.EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "replayed"})
-	ev := stepup.Evaluation{Request: r, Session: s, Now: e.Now(), FreshSince: kept.SteppedUp}
-	return g.decide(w, r, &ev, next)
+	return g.decide(w, r, ev, next)
 }

@@ -1,6 +1,7 @@
 package stepup
 
 import (
+	"context"
 	"net/http"
 	"time"
 )
@@ -43,4 +44,24 @@ type StoreProvider interface {
 	// OpenStore returns the store; now is the engine's clock, by which
 	// entries expire.
 	OpenStore(now func() time.Time) (Store, error)
+}
+
+// Notifier is implemented by the notifier modules (Caddy guest modules in
+// the namespace stepup.notifiers): approval policies tell approvers and
+// other systems about an action through them (a signed webhook, an event).
+// Notify must not block a request: a notifier queues and retries on its
+// own, and an error is for the audit trail only.
+type Notifier interface {
+	Notify(ctx context.Context, n Notification) error
+}
+
+// Notification is one event of an approval.
+type Notification struct {
+	// Event: requested, decided, expired, used or break_glass.
+	Event string
+	// ID names the approval; At is when the event happened.
+	ID string
+	At time.Time
+	// Data is the event's JSON payload (never a secret).
+	Data map[string]any
 }

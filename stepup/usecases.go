@@ -271,3 +271,81 @@ func (e *Engine) Resume(r *http.Request, s *Session, id string, send bool) (*Eva
 	e.Log(r, s, Record{Event: EventReplay, Set: kept.Set, Tier: kept.Tier, Result: "replayed"})
 	return &Evaluation{Request: r, Session: s, Now: e.Now(), FreshSince: kept.SteppedUp}, nil
 }
+
+// CeremonyStep takes a step whose answer the browser gives in a ceremony
+// (Ceremony.FinishLogin), with the rules of StepUp: the base tier held,
+// the attempt counted before it is checked, the level pushed, audited.
+// finish runs the method's check.
+func (e *Engine) CeremonyStep(w http.ResponseWriter, r *http.Request, s *Session, m Method, st Step, finish func() (*Outcome, error)) (*StepResult, error) {
+	ctx := r.Context()
+	res := &StepResult{Session: s, Method: m}
+	t, _ := e.Hierarchy.Get(st.Tier)
+	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, e.Now(), 0)) {
+		res.Kind = StepBaseMissing
+		return res, nil
+	}
+	rs, err := e.Limiter.Reserve(ctx, m.Name(), s.User, e.ClientIP(r), true)
+	if err != nil {
+		res.Kind = StepRateLimited
+		if errors.Is(err, ErrBusy) {
+			res.Kind = StepBusy
+		}
+		e.Log(r, s, Record{Event: EventRateLimited, Tier: st.Tier, Result: "refused", Reason: "too_many_failures", AuthMethod: m.Name()})
+		return res, nil
+	}
+	defer rs.Settle(ctx, Unavailable)
+	o, err := finish()
+	if err != nil {
+		return nil, err
+	}
+	rs.Settle(ctx, o.Result)
+	o.Method, res.Outcome = m.Name(), o
+	rec := Record{Event: EventStepUp, User: s.User, Tier: st.Tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: m.Name()}
+	if o.Result != Accepted {
+		e.Log(r, s, rec)
+		res.Kind = StepRejected
+		return res, nil
+	}
+	return e.accepted(w, r, s, st, o, rec, res)
+}
+
+// CeremonyEnrol registers a credential whose proof the browser gives in a
+// ceremony (CeremonyEnroller.FinishRegistration), with the rules of
+// EnrolWithForm: the permission checked at the moment of the change, the
+// attempt counted, the change audited and recorded, and the new
+// credential's proof taken as a step-up to the tier.
+func (e *Engine) CeremonyEnrol(w http.ResponseWriter, r *http.Request, s *Session, m CeremonyEnroller, st Step, finish func() (*Outcome, error)) (*StepResult, error) {
+	ctx := r.Context()
+	method := m.(Method).Name()
+	res := &StepResult{Session: s, Method: m.(Method)}
+	perm, err := e.EnrolPermission(ctx, s, m, st.Tier)
+	if err != nil {
+		return nil, err
+	}
+	if perm != EnrolFirst && perm != EnrolChange {
+		res.Kind = StepBaseMissing
+		return res, nil
+	}
+	rs, err := e.Limiter.Reserve(ctx, method, s.User, e.ClientIP(r), true)
+	if err != nil {
+		res.Kind = StepRateLimited
+		return res, nil
+	}
+	defer rs.Settle(ctx, Unavailable)
+	o, err := finish()
+	if err != nil {
+		return nil, err
+	}
+	rs.Settle(ctx, o.Result)
+	res.Outcome = o
+	if o.Result != Accepted {
+		e.Log(r, s, Record{Event: EventEnroll, User: s.User, Tier: st.Tier, AuthMethod: method, Result: o.Result.String(), Reason: o.Reason})
+		res.Kind = StepRejected
+		return res, nil
+	}
+	o.Method = method
+	e.CredentialChanged(ctx, func(rec Record) { e.Log(r, s, rec) }, s.User, ChangeEnroll, st.Tier, method)
+	// Creating the credential needed the user's presence (and
+	// verification): it is a step-up to the tier.
+	return e.accepted(w, r, s, st, o, Record{Event: EventStepUp, Tier: st.Tier, AuthMethod: method, Result: "success", Reason: "registered"}, res)
+}

@@ -124,32 +124,34 @@ func (g *Gateway) ceremonyStep(w http.ResponseWriter, r *http.Request, s *stepup
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
-		rs, err := e.Limiter.Reserve(r.Context(), method, s.User, ip, true)
-		if err != nil {
-			e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
-			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
-		}
-		defer rs.Settle(r.Context(), stepup.Unavailable)
-		o, err := m.FinishLogin(r, tier, s.Owner, s.User, body)
-		if errors.Is(err, stepup.ErrUnusableAddress) {
-			return unusableAddress(w, mm)
-		}
-		if err != nil {
-			return &HTTPError{http.StatusInternalServerError, err}
-		}
-		rs.Settle(r.Context(), o.Result)
-		o.Method = method
-		rec := stepup.Record{Event: stepup.EventStepUp, User: s.User, Tier: tier, Result: o.Result.String(), Reason: o.Reason, AuthMethod: method}
-		if o.Result != stepup.Accepted {
-			e.Log(r, s, rec)
-			return jsonError(w, http.StatusUnauthorized, o.Message)
-		}
-		if _, err := g.accept(w, r, s, tier, p, o, rec); err != nil {
-			return err
-		}
-		return writeJSONOK(w, map[string]string{"next": e.Prefix + "/challenge?" + p.query().Encode()})
+		res, err := e.CeremonyStep(w, r, s, mm, stepup.Step{Tier: tier, Pending: p.pending, Target: p.target}, func() (*stepup.Outcome, error) {
+			return m.FinishLogin(r, tier, s.Owner, s.User, body)
+		})
+		return g.ceremonyAnswer(w, r, mm, p, res, err)
 	}
 	return jsonError(w, http.StatusNotFound, "Not found.")
+}
+
+// ceremonyAnswer answers the finish of a ceremony in JSON.
+func (g *Gateway) ceremonyAnswer(w http.ResponseWriter, r *http.Request, m stepup.Method, p challengeParams, res *stepup.StepResult, err error) error {
+	e := g.Engine
+	switch {
+	case errors.Is(err, stepup.ErrUnusableAddress):
+		return unusableAddress(w, m)
+	case err != nil:
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	setSession(r, res.Session)
+	next := e.Prefix + "/challenge?" + p.query().Encode()
+	switch res.Kind {
+	case stepup.StepDone, stepup.StepSuperseded:
+		return writeJSONOK(w, map[string]string{"next": next})
+	case stepup.StepBaseMissing:
+		return jsonError(w, http.StatusConflict, "Your sign-in for the previous step has expired.", "next", next)
+	case stepup.StepRateLimited, stepup.StepBusy:
+		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+	}
+	return jsonError(w, http.StatusUnauthorized, res.Outcome.Message)
 }
 
 // ceremonyEnrolPage serves GET /enroll/{method} for a method that
@@ -238,31 +240,10 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
-		rs, err := e.Limiter.Reserve(r.Context(), method, s.User, ip, true)
-		if err != nil {
-			return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
-		}
-		defer rs.Settle(r.Context(), stepup.Unavailable)
-		o, err := m.FinishRegistration(r, step, s.Owner, s.User, body)
-		if errors.Is(err, stepup.ErrUnusableAddress) {
-			return unusableAddress(w, mm)
-		}
-		if err != nil {
-			return &HTTPError{http.StatusInternalServerError, err}
-		}
-		rs.Settle(r.Context(), o.Result)
-		if o.Result != stepup.Accepted {
-			e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, User: s.User, Tier: step, AuthMethod: method, Result: o.Result.String(), Reason: o.Reason})
-			return jsonError(w, http.StatusUnauthorized, o.Message)
-		}
-		o.Method = method
-		e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeEnroll, step, method)
-		// Creating the credential needed the user's presence and
-		// verification: it is a step-up to the tier.
-		if _, err := g.accept(w, r, s, step, p, o, stepup.Record{Event: stepup.EventStepUp, Tier: step, AuthMethod: method, Result: "success", Reason: "registered"}); err != nil {
-			return err
-		}
-		return writeJSONOK(w, map[string]string{"next": e.Prefix + "/challenge?" + p.query().Encode()})
+		res, err := e.CeremonyEnrol(w, r, s, m, stepup.Step{Tier: step, Pending: p.pending, Target: p.target}, func() (*stepup.Outcome, error) {
+			return m.FinishRegistration(r, step, s.Owner, s.User, body)
+		})
+		return g.ceremonyAnswer(w, r, mm, p, res, err)
 	}
 	return jsonError(w, http.StatusNotFound, "Not found.")
 }

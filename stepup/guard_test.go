@@ -294,3 +294,23 @@ func TestLimiterRefundAfterTheWindowLeavesNoCredit(t *testing.T) {
 		t.Fatalf("user counter %d after a refund across windows", n)
 	}
 }
+
+// IPv6 clients are counted by their /64: a host holding a /64 does not get
+// a budget per address.
+func TestLimiterCountsIPv6ClientsByTheirSlash64(t *testing.T) {
+	l := NewLimiter(Limits{PerUser: 100, PerClient: 2, Window: time.Minute}, store.NewMemory(0, nil))
+	ctx := context.Background()
+	fail(t, l, "password", "a", "2001:db8:1:2::1")
+	fail(t, l, "password", "b", "2001:db8:1:2:ffff::9")
+	if _, err := l.Reserve(ctx, "password", "c", "2001:db8:1:2:abcd::", true); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("a third address of the same /64: %v", err)
+	}
+	if _, err := l.Reserve(ctx, "password", "c", "2001:db8:1:3::1", true); err != nil {
+		t.Fatalf("another /64: %v", err)
+	}
+	for ip, want := range map[string]string{"10.0.0.1": "10.0.0.1", "::ffff:10.0.0.1": "10.0.0.1", "2001:db8::1": "2001:db8::/64", "not an ip": "not an ip"} {
+		if got := clientPrefix(ip); got != want {
+			t.Errorf("clientPrefix(%q) = %q, want %q", ip, got, want)
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -71,7 +73,29 @@ func NewLimiter(l Limits, st Store) *Limiter {
 }
 
 func userKey(tier, user string) string { return keyLimit + "u:" + tier + ":" + user }
-func clientKey(ip string) string       { return keyLimit + "c:" + ip }
+
+// clientKey counts an IPv4 client by its address and an IPv6 client by its
+// /64: one host is routinely given a whole /64, so that counting addresses
+// would give it billions of budgets.
+func clientKey(ip string) string { return keyLimit + "c:" + clientPrefix(ip) }
+
+func clientPrefix(ip string) string {
+	if strings.IndexByte(ip, ':') < 0 {
+		return ip // IPv4 (or not an address at all): as it is
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if addr.Is4In6() {
+		return addr.Unmap().String()
+	}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
 
 // count reads a counter; a store failure reads as "over any limit", since
 // failing closed is the only safe answer.

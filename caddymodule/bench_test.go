@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/web"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
 )
 
@@ -90,11 +91,9 @@ func BenchmarkHotPath(b *testing.B) {
 	// The same handler with the audit log's level above info: what the
 	// decision costs without writing its record.
 	quiet := *h
-	gw := *h.gateway
-	eng := *gw.Engine
+	eng := *h.gateway.Engine
 	eng.Audit = stepup.NewAudit(zap.NewNop())
-	gw.Engine = &eng
-	quiet.gateway = &gw
+	quiet.gateway = &web.Gateway{Engine: &eng, Policy: h.gateway.Policy, SetVars: h.gateway.SetVars}
 	w := httptest.NewRecorder()
 	cases := []struct {
 		name string

@@ -297,3 +297,26 @@ func TestTOTPLockoutGrowsAndResetsWithinADay(t *testing.T) {
 		t.Fatalf("first lock of a new day: %q", got)
 	}
 }
+
+// TestWebAuthnAnswersAreRateLimited: failed security-key answers count like
+// wrong passwords; past per_user (5) none is even checked.
+func TestWebAuthnAnswersAreRateLimited(t *testing.T) {
+	s := startCaddy(t, everyMethodGlobal(t), site)
+	b := s.browser()
+	b.login("login", "/", creds("alice", "alice-pw"))
+	b.get("/_stepup/")
+	finish := func() int {
+		return b.do(http.MethodPost, "/_stepup/webauthn/key/finish", nil, "Content-Type", "application/json", "X-CSRF-Token", b.csrf).StatusCode
+	}
+	for i := 0; i < 5; i++ {
+		if got := finish(); got != http.StatusUnauthorized {
+			t.Fatalf("answer %d: %d, want 401", i+1, got)
+		}
+	}
+	if got := finish(); got != http.StatusTooManyRequests {
+		t.Fatalf("sixth answer: %d, want 429", got)
+	}
+	if s.findAudit("rate_limited", map[string]string{"tier": "key", "auth_method": "webauthn"}) == nil {
+		t.Fatal("no audit record of the limit")
+	}
+}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -153,6 +154,16 @@ func TestRADIUSStepUpThroughTheModule(t *testing.T) {
 		}
 		if s.findAudit("stepup", map[string]string{"tier": "down", "result": "unavailable"}) == nil {
 			t.Fatal("no audit record of the outage")
+		}
+	})
+
+	t.Run("codes never reach the audit log", func(t *testing.T) {
+		for _, rec := range s.auditRecords() {
+			for k, v := range rec {
+				if str := fmt.Sprint(v); k != "ts" && (strings.Contains(str, "123456") || strings.Contains(str, "654321") || strings.Contains(str, "999999")) {
+					t.Fatalf("a RADIUS code in the audit log: %v", rec)
+				}
+			}
 		}
 	})
 

@@ -105,7 +105,7 @@ func (g *Gateway) ceremonyStep(w http.ResponseWriter, r *http.Request, s *stepup
 	}
 	ip := e.ClientIP(r)
 	if e.Limiter.Blocked(r.Context(), method, s.User, ip) {
-		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures"})
+		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures", AuthMethod: method})
 		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
 	}
 	switch action {

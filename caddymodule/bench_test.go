@@ -16,8 +16,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
-	"github.com/caddy-stepup/caddy-stepup/web"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
+	"github.com/caddy-stepup/caddy-stepup/web"
 )
 
 // noopNext is the rest of the chain: the baseline costs nothing but the call.

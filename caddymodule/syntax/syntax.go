@@ -4,6 +4,7 @@
 package syntax
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -88,4 +89,23 @@ func NoArgs(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	return nil
+}
+
+// Options reads a guest module's own segment, `name [{ sub args… }]`: no
+// arguments after the name, each subdirective at most once except the
+// repeatable ones, and f for each.
+func Options(d *caddyfile.Dispenser, f func(sub string) error, repeatable ...string) error {
+	d.Next()
+	if err := NoArgs(d); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	return Block(d, func(sub string) error {
+		if !slices.Contains(repeatable, sub) {
+			if err := Once(d, seen, sub); err != nil {
+				return err
+			}
+		}
+		return f(sub)
+	})
 }

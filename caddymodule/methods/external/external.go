@@ -49,15 +49,7 @@ func (e *External) Provision(caddy.Context) error {
 
 // UnmarshalCaddyfile reads the method's block.
 func (e *External) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if err := syntax.NoArgs(d); err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	return syntax.Block(d, func(sub string) error {
-		if err := syntax.Once(d, seen, sub); err != nil {
-			return err
-		}
+	return syntax.Options(d, func(sub string) error {
 		switch sub {
 		case "user":
 			return syntax.String(d, &e.User)

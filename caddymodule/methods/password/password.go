@@ -33,11 +33,7 @@ func (Password) CaddyModule() caddy.ModuleInfo {
 
 // UnmarshalCaddyfile reads `password` (no arguments, no block).
 func (p *Password) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if err := syntax.NoArgs(d); err != nil {
-		return err
-	}
-	return syntax.Block(d, func(sub string) error {
+	return syntax.Options(d, func(sub string) error {
 		return d.Errf("method password has no option %q", sub)
 	})
 }

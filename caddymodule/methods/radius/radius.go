@@ -96,17 +96,7 @@ func (m *RADIUS) Provision(caddy.Context) error {
 
 // UnmarshalCaddyfile reads the method's block.
 func (m *RADIUS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if err := syntax.NoArgs(d); err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	err := syntax.Block(d, func(sub string) error {
-		if sub != "server" {
-			if err := syntax.Once(d, seen, sub); err != nil {
-				return err
-			}
-		}
+	err := syntax.Options(d, func(sub string) error {
 		switch sub {
 		case "server":
 			var s Server
@@ -130,7 +120,7 @@ func (m *RADIUS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("method radius has no option %q", sub)
 		}
 		return nil
-	})
+	}, "server")
 	if err == nil && len(m.Servers) == 0 {
 		return d.Err("method radius needs at least one server")
 	}

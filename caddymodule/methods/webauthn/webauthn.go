@@ -75,15 +75,7 @@ func (m *WebAuthn) Validate() error {
 
 // UnmarshalCaddyfile reads the method's block.
 func (m *WebAuthn) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if err := syntax.NoArgs(d); err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	return syntax.Block(d, func(sub string) error {
-		if err := syntax.Once(d, seen, sub); err != nil {
-			return err
-		}
+	return syntax.Options(d, func(sub string) error {
 		switch sub {
 		case "rp_id":
 			return syntax.String(d, &m.RPID)

@@ -44,11 +44,7 @@ func (Memory) CaddyModule() caddy.ModuleInfo {
 
 // UnmarshalCaddyfile reads `memory` (no options).
 func (m *Memory) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if err := syntax.NoArgs(d); err != nil {
-		return err
-	}
-	return syntax.Block(d, func(sub string) error {
+	return syntax.Options(d, func(sub string) error {
 		return d.Errf("store memory has no option %q", sub)
 	})
 }

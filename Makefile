@@ -82,4 +82,4 @@ clean:
 mutate:
 	$(GO) tool gremlins unleash --workers 1 --timeout-coefficient 10 --threshold-efficacy 95 ./tiers
 	$(GO) tool gremlins unleash --workers 1 --timeout-coefficient 10 --threshold-efficacy 85 \
-		-E '/' -E '^(audit|credlog|formview|keys|method|methodenv|password|returnurl|storage|variants)\.go$$' ./stepup
+		-E '/' -E '^(audit|credlog|formview|keys|method|methodenv|password|returnurl|storage|variants|pages|usecases|enrol)\.go$$' ./stepup

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
@@ -452,6 +453,21 @@ func requestID(r *http.Request) string {
 	}
 	id, _ := repl.GetString("http.request.uuid")
 	return id
+}
+
+// logFields adds the decision to the request's access-log entry
+// (stepup_user, stepup_set, stepup_tier, stepup_decision), when Caddy logs
+// the request. They never carry a secret.
+func logFields(r *http.Request, user, sets, tier, decision string) {
+	extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	if !ok {
+		return
+	}
+	for _, f := range [...]struct{ k, v string }{{"stepup_user", user}, {"stepup_set", sets}, {"stepup_tier", tier}, {"stepup_decision", decision}} {
+		if f.v != "" {
+			extra.Add(zap.String(f.k, f.v))
+		}
+	}
 }
 
 // setVars publishes the http.stepup.* placeholders as one provider,

@@ -122,7 +122,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.gateway = &web.Gateway{Engine: engine, Policy: policy, SetVars: setVars}
+	h.gateway = &web.Gateway{Engine: engine, Policy: policy, SetVars: setVars, LogFields: logFields}
 	return nil
 }
 

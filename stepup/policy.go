@@ -106,6 +106,10 @@ type Policy struct {
 	Default string
 	// Stages run, in order, once every tier requirement holds.
 	Stages []Stage
+
+	// highRisk is the bit set of the sets of risk high or critical, whose
+	// passes get an audit record of their own.
+	highRisk uint64
 }
 
 // ErrMatcher wraps a matcher failure: the request is refused.
@@ -146,6 +150,9 @@ func NewPolicy(h *tiers.Hierarchy, sets []TransactionSet, def string, stages ...
 			return nil, fmt.Errorf("transaction set %q: risk must be low, medium, high or critical, not %q", s.Name, s.Risk)
 		}
 		seen[s.Name] = true
+		if s.Risk == "high" || s.Risk == "critical" {
+			p.highRisk |= 1 << uint(i)
+		}
 	}
 	return p, nil
 }
@@ -244,6 +251,10 @@ func (p *Policy) check(ev *Evaluation, stack tiers.Stack, set, tier string, maxA
 	}
 	return &Missing{Set: set, Tier: tier, ACR: t.ACR, MaxAge: eff, PerRequest: perRequest, Risk: risk}
 }
+
+// HighRisk reports whether any of the matched sets is of risk high or
+// critical.
+func (p *Policy) HighRisk(bits uint64) bool { return bits&p.highRisk != 0 }
 
 // MatchedNames names the sets of a decision's bit set, comma-separated,
 // without allocating in the common case of a single set.

@@ -35,6 +35,9 @@ type Gateway struct {
 	// SetVars publishes the placeholder values (stepup.VarUser, ...) of a request
 	// that passes (to Caddy's replacer).
 	SetVars func(r *http.Request, v *stepup.Vars)
+	// LogFields adds the decision to the request's access-log entry
+	// (Caddy's extra log fields): user, matched sets, tier, decision.
+	LogFields func(r *http.Request, user, sets, tier, decision string)
 
 	muxOnce sync.Once
 	mux     *http.ServeMux
@@ -95,8 +98,16 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	if s := ev.Session; s != nil {
 		v = s.PlaceholderValues(e.Hierarchy)
 	}
-	if d.Matched != 0 && e.Audit.Enabled() {
-		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventAllowed, Set: g.Policy.MatchedNames(d.Matched), Result: "allowed", Tiers: v.Tiers})
+	if d.Matched != 0 {
+		// A pass is recorded in the request's own access-log entry, with no
+		// write of its own; a risky set's pass gets an audit record too.
+		sets := g.Policy.MatchedNames(d.Matched)
+		if g.LogFields != nil {
+			g.LogFields(r, v.User, sets, v.Tier, "allowed")
+		}
+		if g.Policy.HighRisk(d.Matched) && e.Audit.Enabled() {
+			e.Log(r, ev.Session, stepup.Record{Event: stepup.EventAllowed, Set: sets, Result: "allowed", Tiers: v.Tiers})
+		}
 	}
 	if g.SetVars != nil {
 		g.SetVars(r, v)
@@ -109,6 +120,18 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation) error {
 	e := g.Engine
 	d := &ev.Decision
+	if g.LogFields != nil {
+		user, set, tier, decision := "", "", "", "denied"
+		if ev.Session != nil {
+			user = ev.Session.User
+		}
+		if d.Denial != nil {
+			set = d.Denial.Set
+		} else if d.Missing != nil {
+			set, tier, decision = d.Missing.Set, d.Missing.Tier, "step_up_required"
+		}
+		g.LogFields(r, user, set, tier, decision)
+	}
 	if d.Denial != nil {
 		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: d.Denial.Set, Result: "denied", Reason: d.Denial.Reason})
 		status := d.Denial.Status

@@ -227,7 +227,7 @@ func (e *Engine) adoptPending(ctx context.Context, from, to, id, user string) {
 	if ttl <= 0 {
 		return
 	}
-	if raw, err = e.Store.Take(ctx, pendingKey(from, id)); err != nil {
+	if _, err = e.Store.Take(ctx, pendingKey(from, id)); err != nil {
 		return
 	}
 	e.releaseSlot(ctx, from, p)

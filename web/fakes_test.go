@@ -142,7 +142,7 @@ func (f *fakeSite) cookie() string {
 func TestGatewayLimitsAFakeMethodsGuesses(t *testing.T) {
 	f := newFakeSite(t)
 	_, page := f.do(http.MethodGet, "/_stepup/challenge?tier=code", nil)
-	_, page = f.submit(page, url.Values{"username": {"alice"}, "password": {"password"}})
+	f.submit(page, url.Values{"username": {"alice"}, "password": {"password"}})
 	_, page = f.do(http.MethodGet, "/_stepup/challenge?tier=code", nil)
 	for i := 0; i < 3; i++ {
 		resp, body := f.submit(page, url.Values{"code": {"wrong"}})
@@ -172,7 +172,7 @@ func TestGatewayMatcherErrorFailsClosed(t *testing.T) {
 func TestGatewayRotatesTheIdWhenTheStackShrinks(t *testing.T) {
 	f := newFakeSite(t)
 	_, page := f.do(http.MethodGet, "/_stepup/challenge?tier=code", nil)
-	_, page = f.submit(page, url.Values{"username": {"alice"}, "password": {"password"}})
+	f.submit(page, url.Values{"username": {"alice"}, "password": {"password"}})
 	_, page = f.do(http.MethodGet, "/_stepup/challenge?tier=code", nil)
 	f.submit(page, url.Values{"code": {"right"}})
 	if resp, _ := f.do(http.MethodGet, "/code/x", nil); resp.StatusCode != http.StatusOK {

@@ -432,17 +432,6 @@ func (g *Gateway) unknownStep(w http.ResponseWriter, r *http.Request) error {
 	return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", g.Engine.Prefix+"/", "Your session")
 }
 
-// accept records a step reached on an enrolment or ceremony page (see
-// Engine.Accept); the walk then continues at the challenge.
-func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, s *stepup.Session, tier string, p challengeParams, o *stepup.Outcome, rec stepup.Record) (*stepup.Session, error) {
-	res, err := g.Engine.Accept(w, r, s, stepup.Step{Tier: tier, Pending: p.pending, Target: p.target}, o, rec)
-	if err != nil {
-		return nil, &HTTPError{http.StatusInternalServerError, err}
-	}
-	setSession(r, res.Session)
-	return res.Session, nil
-}
-
 // parseFormOrAnswer parses and checks the form; when it fails the answer
 // has been written and errFormRejected returned.
 func (g *Gateway) parseFormOrAnswer(w http.ResponseWriter, r *http.Request) error {

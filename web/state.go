@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
@@ -58,7 +57,3 @@ func (g *Gateway) persist(w http.ResponseWriter, r *http.Request, s *stepup.Sess
 	}
 	return s, err
 }
-
-// errConcurrentChange answers a step whose session another request changed
-// first: the browser holds that request's cookie, and the walk resumes.
-var errConcurrentChange = errors.New("session changed by a concurrent request")

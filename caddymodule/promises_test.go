@@ -235,12 +235,12 @@ func TestMatcherErrorFailsTheRequest(t *testing.T) {
 // TestSecretsNeverReachTheLogs: passwords, codes, the enrolment secret and
 // session ids appear in neither the audit log nor the access log.
 func TestSecretsNeverReachTheLogs(t *testing.T) {
-	s := startCaddy(t, totpGlobal(t), `
+	s := startCaddy(t, selfTOTPGlobal(t), `
 	log {
 		output file {DIR}/access.log
 		format json
 	}
-`+totpSite)
+`+selfTOTPSite)
 	b := s.browser()
 	b.login("otp", "/", creds("alice", "alice-pw"), url.Values{"code": {oathtool(t, s.clock.Now(), "--totp", "-b", aliceTOTP)}})
 	b.get("/admin/x")

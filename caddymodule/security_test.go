@@ -23,7 +23,7 @@ import (
 // (her TOTP secret provisioned, enroll self), the enrolment page used to
 // show a fresh secret whose code granted otp and overwrote hers.
 func TestSelfEnrolmentCannotReplaceAnExistingSecret(t *testing.T) {
-	s := startCaddy(t, totpGlobal(t), totpSite)
+	s := startCaddy(t, selfTOTPGlobal(t), selfTOTPSite)
 	b := s.browser()
 	b.login("login", "/", creds("alice", "alice-pw"))
 	r := b.get("/_stepup/enroll/totp?step=otp")
@@ -66,7 +66,7 @@ func TestSelfEnrolmentCannotReplaceAnExistingSecret(t *testing.T) {
 // TestSelfEnrolmentIsTrustOnFirstUseOnly: a user with no credential sets up
 // the first one with the base tier; the second needs the tier itself.
 func TestSelfEnrolmentIsTrustOnFirstUseOnly(t *testing.T) {
-	s := startCaddy(t, totpGlobal(t), totpSite)
+	s := startCaddy(t, selfTOTPGlobal(t), selfTOTPSite)
 	b := s.browser()
 	b.login("login", "/", creds("bob", "bob-pw"))
 	page := b.get("/_stepup/enroll/totp?step=otp")

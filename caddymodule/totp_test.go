@@ -72,6 +72,28 @@ const totpSite = `
 	respond "ok user={http.stepup.user} tiers={http.stepup.tiers}"
 `
 
+// selfTOTPGlobal is totpGlobal without the administrator-provisioned tier
+// code8: a secret a user enrols reaches every tier that uses TOTP, so
+// self-enrolment is only open where every such tier allows it.
+func selfTOTPGlobal(t testing.TB) string {
+	g := totpGlobal(t)
+	i := strings.Index(g, "\t\ttier code8 {")
+	j := strings.Index(g[i:], "\n\t\t}\n") + i + len("\n\t\t}\n")
+	return g[:i] + g[j:]
+}
+
+const selfTOTPSite = `
+	stepup {
+		transaction admin {
+			match {
+				path /admin/*
+			}
+			tier otp
+		}
+	}
+	respond "ok user={http.stepup.user} tiers={http.stepup.tiers}"
+`
+
 // oathtool asks the independent OATH Toolkit for the code at the module's
 // (test-controlled) time.
 func oathtool(t *testing.T, at time.Time, args ...string) string {
@@ -180,7 +202,7 @@ func TestTOTPLockoutThroughTheModule(t *testing.T) {
 }
 
 func TestTOTPSelfEnrolment(t *testing.T) {
-	s := startCaddy(t, totpGlobal(t), totpSite)
+	s := startCaddy(t, selfTOTPGlobal(t), selfTOTPSite)
 	b := s.browser()
 	// Enrolment needs the base tier: an anonymous visit is sent to sign in.
 	if r := b.get("/_stepup/enroll/totp?step=otp"); r.StatusCode != http.StatusSeeOther || !strings.HasPrefix(b.location(r), "/_stepup/challenge?") {
@@ -266,7 +288,7 @@ func TestTOTPSelfEnrolment(t *testing.T) {
 }
 
 func TestTOTPReplacingOnesOwnSecret(t *testing.T) {
-	s := startCaddy(t, totpGlobal(t), totpSite)
+	s := startCaddy(t, selfTOTPGlobal(t), selfTOTPSite)
 	b := s.browser()
 	b.login("otp", "/", creds("alice", "alice-pw"), url.Values{"code": {oathtool(t, s.clock.Now(), "--totp", "-b", aliceTOTP)}})
 	status := b.get("/_stepup/")

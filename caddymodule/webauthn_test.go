@@ -288,9 +288,16 @@ func TestWebAuthnLastKeyStaysWhileTheAdministratorRegistersKeys(t *testing.T) {
 			max_age 5m
 		}
 		tier approved {`, 1)
-	s := startCaddy(t, g, webauthnSite)
+	// The key is registered while every WebAuthn tier lets users register
+	// (a first key with only the password is not allowed where a tier that
+	// the key would reach has keys registered by the administrator); then
+	// that tier arrives with a reload.
+	s := startCaddy(t, webauthnGlobal(t), webauthnSite)
 	c := startChrome(t, s)
 	enrol(t, c, "alice", "alice-pw", "Only key", false)
+	if err := s.load(g, webauthnSite); err != nil {
+		t.Fatal(err)
+	}
 	c.open("/_stepup/")
 	c.waitText("Only key")
 	if !strings.Contains(c.body(), "only key") {

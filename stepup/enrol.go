@@ -38,32 +38,64 @@ func (e *Engine) ChangeFreshness(tier string) time.Duration {
 	return min(CredentialChangeMaxAge, t.MaxAge)
 }
 
-// EnrolPermission applies the enrolment rules: a user with no credential
-// for the tier (none enrolled and none provisioned, for any of its
-// methods) may set up a first one while holding the base tier, where the
-// method allows self-enrolment (trust on first use). Once a credential
-// exists, changing one (replacing a secret, adding a further key) needs
-// the tier itself, held and fresh: a password alone never reaches a tier
-// by enrolling a credential of the attacker's choice.
+// EnrolPermission applies the enrolment rules (see EnrolCheck).
 func (e *Engine) EnrolPermission(ctx context.Context, s *Session, m Enroller, tier string) (EnrolPermission, error) {
+	perm, _, err := e.EnrolCheck(ctx, s, m, tier)
+	return perm, err
+}
+
+// EnrolCheck applies the enrolment rules to setting up or changing a
+// credential of method m on the page of tier. A method's credential is the
+// user's, not one tier's: it reaches every tier that lists the method. So
+// the rules look at every such tier:
+//
+//   - a first credential (trust on first use) only while none of those
+//     tiers has a credential for any of its methods (none enrolled, none
+//     provisioned; a method that enrols nothing here counts as one), and
+//     only where every one of them lets users enrol themselves, holding the
+//     base tier of the page's tier;
+//   - otherwise a change (replacing a secret, adding or removing a key)
+//     needs each of those tiers that has a credential held and fresh: the
+//     user proves what they have before changing what reaches it. The tier
+//     to step up to comes back with EnrolNeedTier.
+//
+// A password alone never reaches a tier by enrolling a credential of the
+// attacker's choice, at that tier or at another that shares the method.
+func (e *Engine) EnrolCheck(ctx context.Context, s *Session, m Enroller, tier string) (EnrolPermission, string, error) {
 	now := e.Now()
 	t, _ := e.Hierarchy.Get(tier)
 	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)) {
-		return EnrolNeedBase, nil
+		return EnrolNeedBase, tier, nil
 	}
-	enrolled, err := e.HasCredential(ctx, s.User, tier)
-	if err != nil {
-		return EnrolRefused, err
+	name := m.(Method).Name()
+	anyCredential, allSelf := false, true
+	for _, other := range e.Hierarchy.Names() {
+		alt, ok := e.Method(other, name)
+		if !ok || alt.Name() != name {
+			continue
+		}
+		if en, ok := alt.(Enroller); !ok || !en.SelfEnroll() {
+			allSelf = false
+		}
+		has, err := e.HasCredential(ctx, s.User, other)
+		if err != nil {
+			return EnrolRefused, tier, err
+		}
+		if !has {
+			continue
+		}
+		anyCredential = true
+		if !s.Stack.Holds(e.Hierarchy, other, now, e.ChangeFreshness(other)) {
+			return EnrolNeedTier, other, nil
+		}
 	}
 	switch {
-	case enrolled && s.Stack.Holds(e.Hierarchy, tier, now, e.ChangeFreshness(tier)):
-		return EnrolChange, nil
-	case enrolled:
-		return EnrolNeedTier, nil
-	case m.SelfEnroll():
-		return EnrolFirst, nil
+	case anyCredential:
+		return EnrolChange, tier, nil
+	case allSelf:
+		return EnrolFirst, tier, nil
 	}
-	return EnrolRefused, nil
+	return EnrolRefused, tier, nil
 }
 
 // HasCredential reports whether the user has a credential for any of the

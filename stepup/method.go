@@ -63,8 +63,11 @@ type Round struct {
 	State []byte `json:"s,omitempty"`
 	// Expires ends the round.
 	Expires time.Time `json:"e"`
-	// User is whom the round was started for (set by the engine).
-	User string `json:"u,omitempty"`
+	// User is whom the round was started for, Tier and Method the step
+	// it belongs to (set by the engine): a round answers nothing else.
+	User   string `json:"u,omitempty"`
+	Tier   string `json:"t,omitempty"`
+	Method string `json:"m,omitempty"`
 }
 
 // Outcome is what a method decided.

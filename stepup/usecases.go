@@ -116,7 +116,7 @@ func (e *Engine) StepUp(w http.ResponseWriter, r *http.Request, s *Session, st S
 		if s != nil {
 			a.Round, _ = e.TakeRound(ctx, s, st.Round)
 		}
-		if a.Round == nil {
+		if a.Round == nil || a.Round.Tier != st.Tier || a.Round.Method != m.Name() {
 			res.Kind = StepRoundExpired
 			return res, nil
 		}
@@ -140,6 +140,9 @@ func (e *Engine) StepUp(w http.ResponseWriter, r *http.Request, s *Session, st S
 			return nil, err
 		}
 		res.Session = s
+		if o.Round != nil {
+			o.Round.Tier, o.Round.Method = st.Tier, m.Name()
+		}
 		if res.RoundID, err = e.KeepRound(ctx, s, o.Round); err != nil {
 			return nil, err
 		}

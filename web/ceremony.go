@@ -202,7 +202,7 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
 	}
-	perm, err := g.enrolPermissionFor(r, s, m, step)
+	perm, need, err := g.enrolPermissionFor(r, s, m, step)
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
@@ -212,7 +212,7 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		q.Set("tier", step)
 		return jsonError(w, http.StatusConflict, "Step up first.", "next", e.Prefix+"/challenge?"+q.Encode())
 	case enrolNeedTier:
-		return jsonError(w, http.StatusConflict, "Confirm this step with what you already have first.", "next", g.freshStepURL(step, g.enrolPageURL(m, step, p)))
+		return jsonError(w, http.StatusConflict, "Confirm this step with what you already have first.", "next", g.freshStepURL(need, g.enrolPageURL(m, step, p)))
 	case enrolRefused:
 		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
 		return jsonError(w, http.StatusForbidden, upperFirst(credentialName(mm))+"s for this step are registered by your administrator.")
@@ -263,12 +263,8 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 	if !ok || mm.Name() != method || s == nil || s.User == "" {
 		return g.renderMessage(w, r, http.StatusBadRequest, "Not possible", "There is no such credential.", e.Prefix+"/", "Your session")
 	}
-	// Removing a credential is a credential change: it needs the tier
-	// itself, held and fresh, as adding one does.
-	if !s.Stack.Holds(e.Hierarchy, step, e.Now(), e.ChangeFreshness(step)) {
-		http.Redirect(w, r, g.freshStepURL(step, e.Prefix+"/"), http.StatusSeeOther)
-		return nil
-	}
+	// The last one stays while the administrator registers them: refused
+	// whatever the user holds.
 	creds, err := m.CredentialList(r.Context(), s.User)
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
@@ -277,6 +273,21 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 	if len(creds) == 1 && creds[0].ID == id && g.adminRegisters(method) {
 		return g.renderMessage(w, r, http.StatusConflict, "Last "+name,
 			"This is your only "+name+", and new ones are registered by your administrator. Ask them before removing it.", e.Prefix+"/", "Your session")
+	}
+	// Removing a credential is a credential change: it needs every tier
+	// the method's credentials reach held and fresh, as adding one does.
+	if en, ok := mm.(stepup.Enroller); ok {
+		perm, need, err := g.enrolPermissionFor(r, s, en, step)
+		if err != nil {
+			return &HTTPError{http.StatusInternalServerError, err}
+		}
+		if perm == enrolNeedTier || perm == enrolNeedBase {
+			http.Redirect(w, r, g.freshStepURL(need, e.Prefix+"/"), http.StatusSeeOther)
+			return nil
+		}
+	} else if !s.Stack.Holds(e.Hierarchy, step, e.Now(), e.ChangeFreshness(step)) {
+		http.Redirect(w, r, g.freshStepURL(step, e.Prefix+"/"), http.StatusSeeOther)
+		return nil
 	}
 	removed, err := m.Remove(r.Context(), s.User, id)
 	if err != nil {

@@ -152,8 +152,10 @@ const (
 	enrolRefused  = stepup.EnrolRefused
 )
 
-func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepup.Enroller, step string) (enrolPermission, error) {
-	return g.Engine.EnrolPermission(r.Context(), s, m, step)
+// enrolPermissionFor asks the engine (EnrolCheck); need is the tier to step
+// up to, freshly, when the answer is enrolNeedTier.
+func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepup.Enroller, step string) (perm enrolPermission, need string, err error) {
+	return g.Engine.EnrolCheck(r.Context(), s, m, step)
 }
 
 // enrolWalk reads the walk an enrolment page is part of (the step's tier
@@ -177,7 +179,7 @@ func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Se
 // sees why.
 func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (enrolPermission, bool, error) {
 	e := g.Engine
-	perm, err := g.enrolPermissionFor(r, s, m, step)
+	perm, need, err := g.enrolPermissionFor(r, s, m, step)
 	if err != nil {
 		return perm, false, &HTTPError{http.StatusInternalServerError, err}
 	}
@@ -190,7 +192,7 @@ func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Ses
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 		return perm, false, nil
 	case enrolNeedTier:
-		http.Redirect(w, r, g.freshStepURL(step, g.enrolPageURL(m, step, p)), http.StatusSeeOther)
+		http.Redirect(w, r, g.freshStepURL(need, g.enrolPageURL(m, step, p)), http.StatusSeeOther)
 		return perm, false, nil
 	}
 	e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})

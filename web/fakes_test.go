@@ -201,3 +201,39 @@ func TestGatewayRotatesTheIdWhenTheStackShrinks(t *testing.T) {
 		t.Fatalf("the old id after the logoff: %d", resp.StatusCode)
 	}
 }
+
+// TestARoundAnswersOnlyItsOwnStep: a challenge round kept for one tier is
+// no round of another tier, even of the same method.
+func TestARoundAnswersOnlyItsOwnStep(t *testing.T) {
+	h, err := tiers.New([]tiers.Tier{
+		{Name: "login", Method: "password", MaxAge: time.Hour},
+		{Name: "a", Base: "login", Method: "tworounds", MaxAge: time.Hour},
+		{Name: "b", Base: "login", Method: "tworounds", MaxAge: time.Hour},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := stepup.DeriveKeys([]byte("0123456789abcdef0123456789abcdef-web"))
+	e, err := stepup.NewEngine(stepup.EngineConfig{Hierarchy: h, Keys: keys, Store: store.NewMemory(0, nil),
+		Methods: map[string]stepup.Method{"login": stepup.NewPassword(map[string]*stepup.User{"alice": {Name: "alice"}}, true), "a": twoRounds{}, "b": twoRounds{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s := e.Sessions.New()
+	s.User = "alice"
+	now := time.Now()
+	s.Stack, _ = s.Stack.Push(h, tiers.Level{Tier: "login", Method: "password", At: now}, now)
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	if err := e.Sessions.Commit(httptest.NewRecorder(), r, s); err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.StepUp(httptest.NewRecorder(), r, s, stepup.Step{Tier: "a", Form: url.Values{"code": {"first"}}, Target: "a"})
+	if err != nil || first.Kind != stepup.StepNextRound {
+		t.Fatalf("first round at a: %+v %v", first, err)
+	}
+	other, err := e.StepUp(httptest.NewRecorder(), r, first.Session, stepup.Step{Tier: "b", Form: url.Values{"code": {"second"}}, Round: first.RoundID, Target: "b"})
+	if err != nil || other.Kind != stepup.StepRoundExpired {
+		t.Fatalf("a's round answered at b: %+v %v", other, err)
+	}
+}

@@ -116,15 +116,32 @@ func (e *Engine) HasCredential(ctx context.Context, user, tier string) (bool, er
 	return false, nil
 }
 
-// EnrolWithForm confirms a form enrolment with every rule of it: the
-// permission (checked again at the moment of the change), the attempt
-// counted before it is verified, the change audited and recorded for the
-// user's session page, and the confirming answer taken as a step-up to
-// the tier.
+// EnrolWithForm confirms a form enrolment (the answer that proves the new
+// credential, such as a code from the new secret), with every rule of an
+// enrolment (see enrol).
 func (e *Engine) EnrolWithForm(w http.ResponseWriter, r *http.Request, s *Session, m FormEnroller, st Step, form url.Values) (*StepResult, error) {
+	ol, own := m.(OwnLockout)
+	return e.enrol(w, r, s, m, st, !(own && ol.OwnLockout()), "enrolled", func() (*Outcome, error) {
+		return m.ConfirmFormEnrolment(r.Context(), s.Owner, s.User, form)
+	})
+}
+
+// CeremonyEnrol registers a credential whose proof the browser gives in a
+// ceremony (CeremonyEnroller.FinishRegistration), with every rule of an
+// enrolment (see enrol).
+func (e *Engine) CeremonyEnrol(w http.ResponseWriter, r *http.Request, s *Session, m CeremonyEnroller, st Step, finish func() (*Outcome, error)) (*StepResult, error) {
+	return e.enrol(w, r, s, m, st, true, "registered", finish)
+}
+
+// enrol is an enrolment's rules: the permission checked again at the
+// moment of the change (EnrolCheck), the attempt counted before it is
+// verified, the change audited and recorded for the user's session page
+// (a replacement, unless the method keeps several credentials), and the
+// new credential's proof taken as a step-up to the tier.
+func (e *Engine) enrol(w http.ResponseWriter, r *http.Request, s *Session, m Enroller, st Step, countUser bool, reason string, finish func() (*Outcome, error)) (*StepResult, error) {
 	ctx := r.Context()
-	method := m.(Method).Name()
-	res := &StepResult{Session: s, Method: m.(Method)}
+	method := m.(Method)
+	res := &StepResult{Session: s, Method: method}
 	perm, err := e.EnrolPermission(ctx, s, m, st.Tier)
 	if err != nil {
 		return nil, err
@@ -133,29 +150,29 @@ func (e *Engine) EnrolWithForm(w http.ResponseWriter, r *http.Request, s *Sessio
 		res.Kind = StepBaseMissing
 		return res, nil
 	}
-	rs, err := e.Limiter.Reserve(ctx, method, s.User, e.ClientIP(r), false)
+	rs, err := e.Limiter.Reserve(ctx, method.Name(), s.User, e.ClientIP(r), countUser)
 	if err != nil {
-		e.Log(r, s, Record{Event: EventRateLimited, Tier: st.Tier, Result: "refused", Reason: "too_many_failures", AuthMethod: method})
+		e.Log(r, s, Record{Event: EventRateLimited, Tier: st.Tier, Result: "refused", Reason: "too_many_failures", AuthMethod: method.Name()})
 		res.Kind = StepRateLimited
 		return res, nil
 	}
 	defer rs.Settle(ctx, Unavailable)
-	o, err := m.ConfirmFormEnrolment(ctx, s.Owner, s.User, form)
+	o, err := finish()
 	if err != nil {
 		return nil, err // ErrEnrolmentExpired among others
 	}
 	rs.Settle(ctx, o.Result)
 	res.Outcome = o
 	if o.Result != Accepted {
-		e.Log(r, s, Record{Event: EventEnroll, Tier: st.Tier, AuthMethod: method, Result: o.Result.String(), Reason: o.Reason})
+		e.Log(r, s, Record{Event: EventEnroll, User: s.User, Tier: st.Tier, AuthMethod: method.Name(), Result: o.Result.String(), Reason: o.Reason})
 		res.Kind = StepRejected
 		return res, nil
 	}
-	o.Method = method
+	o.Method = method.Name()
 	kind := ChangeEnroll
-	if perm == EnrolChange {
+	if _, several := m.(CredentialKeeper); perm == EnrolChange && !several {
 		kind = ChangeReplace
 	}
-	e.CredentialChanged(ctx, func(rec Record) { e.Log(r, s, rec) }, s.User, kind, st.Tier, method)
-	return e.accepted(w, r, s, st, o, Record{Event: EventStepUp, Tier: st.Tier, AuthMethod: method, Result: "success", Reason: "enrolled"}, res)
+	e.CredentialChanged(ctx, func(rec Record) { e.Log(r, s, rec) }, s.User, kind, st.Tier, method.Name())
+	return e.accepted(w, r, s, st, o, Record{Event: EventStepUp, Tier: st.Tier, AuthMethod: method.Name(), Result: "success", Reason: reason}, res)
 }

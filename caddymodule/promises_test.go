@@ -171,7 +171,7 @@ func TestOldSessionIdDiesWhenTheStackShrinks(t *testing.T) {
 
 // TestLifetimeEndsASessionInUse: lifetime is absolute, however busy.
 func TestLifetimeEndsASessionInUse(t *testing.T) {
-	g := strings.Replace(global(t), "\t\tlimits {", "\t\tsession {\n\t\t\tidle_timeout 30m\n\t\t\tlifetime 1h\n\t\t}\n\t\tlimits {", 1)
+	g := globalWith(t, "\t\tsession {\n\t\t\tidle_timeout 30m\n\t\t\tlifetime 1h\n\t\t}")
 	s := startCaddy(t, g, site)
 	b := s.browser()
 	b.login("login", "/", creds("alice", "alice-pw"))

@@ -93,11 +93,17 @@ func TestSelfEnrolmentIsTrustOnFirstUseOnly(t *testing.T) {
 	}
 }
 
+// globalWith is global with extra blocks (session, pending, ...) in the
+// stepup app.
+func globalWith(t testing.TB, blocks string) string {
+	return strings.Replace(global(t), "\t\tlimits {", blocks+"\n\t\tlimits {", 1)
+}
+
 // lapsingGlobal is global with a login that lapses after an hour while the
 // session itself lives on.
 func lapsingGlobal(t testing.TB) string {
-	g := strings.Replace(global(t), "max_age 8h", "max_age 1h", 1)
-	return strings.Replace(g, "\t\tlimits {", "\t\tsession {\n\t\t\tidle_timeout 12h\n\t\t\tlifetime 24h\n\t\t}\n\t\tpending {\n\t\t\tttl 3h\n\t\t}\n\t\tlimits {", 1)
+	g := globalWith(t, "\t\tsession {\n\t\t\tidle_timeout 12h\n\t\t\tlifetime 24h\n\t\t}\n\t\tpending {\n\t\t\tttl 3h\n\t\t}")
+	return strings.Replace(g, "max_age 8h", "max_age 1h", 1)
 }
 
 // TestKeptRequestBelongsToTheUserWhoSentIt: after Alice's login lapsed,
@@ -538,7 +544,7 @@ func TestCompletedPerRequestActionsFreeTheirPlace(t *testing.T) {
 // TestShortIdleTimeoutIsNotAnAbsoluteTimeout: an idle_timeout below the
 // one-minute touch interval ended sessions in use.
 func TestShortIdleTimeoutIsNotAnAbsoluteTimeout(t *testing.T) {
-	g := strings.Replace(global(t), "\t\tlimits {", "\t\tsession {\n\t\t\tidle_timeout 30s\n\t\t}\n\t\tlimits {", 1)
+	g := globalWith(t, "\t\tsession {\n\t\t\tidle_timeout 30s\n\t\t}")
 	s := startCaddy(t, g, site)
 	b := s.browser()
 	b.login("login", "/", creds("alice", "alice-pw"))
@@ -621,7 +627,7 @@ func TestConfigBoundsAreLoadErrors(t *testing.T) {
 		{"pending {\n\t\t\tmax_body 2000\n\t\t\tmax_total 1500\n\t\t}", "max_body 2000 is larger than max_total 1500"},
 		{"session {\n\t\t\tidle_timeout 2h\n\t\t\tlifetime 1h\n\t\t}", "idle_timeout 2h0m0s is longer than lifetime 1h0m0s"},
 	} {
-		g := strings.Replace(global(t), "\t\tlimits {", "\t\t"+tc.block+"\n\t\tlimits {", 1)
+		g := globalWith(t, "\t\t"+tc.block)
 		if err := s.load(g, site); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.block, err, tc.want)
 		}

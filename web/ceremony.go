@@ -202,18 +202,18 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
 	}
-	perm, need, err := g.enrolPermissionFor(r, s, m, step)
+	perm, need, err := g.Engine.EnrolCheck(r.Context(), s, m, step)
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
 	switch perm {
-	case enrolNeedBase:
+	case stepup.EnrolNeedBase:
 		q := p.query()
 		q.Set("tier", step)
 		return jsonError(w, http.StatusConflict, "Step up first.", "next", e.Prefix+"/challenge?"+q.Encode())
-	case enrolNeedTier:
+	case stepup.EnrolNeedTier:
 		return jsonError(w, http.StatusConflict, "Confirm this step with what you already have first.", "next", g.freshStepURL(need, g.enrolPageURL(m, step, p)))
-	case enrolRefused:
+	case stepup.EnrolRefused:
 		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
 		return jsonError(w, http.StatusForbidden, upperFirst(credentialName(mm))+"s for this step are registered by your administrator.")
 	}
@@ -277,11 +277,11 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 	// Removing a credential is a credential change: it needs every tier
 	// the method's credentials reach held and fresh, as adding one does.
 	if en, ok := mm.(stepup.Enroller); ok {
-		perm, need, err := g.enrolPermissionFor(r, s, en, step)
+		perm, need, err := g.Engine.EnrolCheck(r.Context(), s, en, step)
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
-		if perm == enrolNeedTier || perm == enrolNeedBase {
+		if perm == stepup.EnrolNeedTier || perm == stepup.EnrolNeedBase {
 			http.Redirect(w, r, g.freshStepURL(need, e.Prefix+"/"), http.StatusSeeOther)
 			return nil
 		}

@@ -141,27 +141,10 @@ func (g *Gateway) enrolStep(w http.ResponseWriter, r *http.Request, v url.Values
 	return "", true, g.render(w, r, http.StatusOK, "message", d)
 }
 
-// enrolPermission is the engine's answer to "may this user enrol now".
-type enrolPermission = stepup.EnrolPermission
-
-const (
-	enrolFirst    = stepup.EnrolFirst
-	enrolChange   = stepup.EnrolChange
-	enrolNeedBase = stepup.EnrolNeedBase
-	enrolNeedTier = stepup.EnrolNeedTier
-	enrolRefused  = stepup.EnrolRefused
-)
-
-// enrolPermissionFor asks the engine (EnrolCheck); need is the tier to step
-// up to, freshly, when the answer is enrolNeedTier.
-func (g *Gateway) enrolPermissionFor(r *http.Request, s *stepup.Session, m stepup.Enroller, step string) (perm enrolPermission, need string, err error) {
-	return g.Engine.EnrolCheck(r.Context(), s, m, step)
-}
-
 // enrolWalk reads the walk an enrolment page is part of (the step's tier
 // by default) and checks that the user may enrol now; when not, it has
 // answered.
-func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, v url.Values) (challengeParams, enrolPermission, bool, error) {
+func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, v url.Values) (challengeParams, stepup.EnrolPermission, bool, error) {
 	e := g.Engine
 	if v.Get("tier") == "" && v.Get("target") == "" {
 		v.Set("tier", step)
@@ -174,24 +157,24 @@ func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	return p, perm, ok, err
 }
 
-// mayEnrol applies enrolPermissionFor for a page: a user who must step up
+// mayEnrol applies the engine's EnrolCheck for a page: a user who must step up
 // first is sent to the challenge (which comes back here), a refused one
 // sees why.
-func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (enrolPermission, bool, error) {
+func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Session, m stepup.Enroller, step string, p challengeParams) (stepup.EnrolPermission, bool, error) {
 	e := g.Engine
-	perm, need, err := g.enrolPermissionFor(r, s, m, step)
+	perm, need, err := g.Engine.EnrolCheck(r.Context(), s, m, step)
 	if err != nil {
 		return perm, false, &HTTPError{http.StatusInternalServerError, err}
 	}
 	switch perm {
-	case enrolFirst, enrolChange:
+	case stepup.EnrolFirst, stepup.EnrolChange:
 		return perm, true, nil
-	case enrolNeedBase:
+	case stepup.EnrolNeedBase:
 		q := p.query()
 		q.Set("tier", step)
 		http.Redirect(w, r, e.Prefix+"/challenge?"+q.Encode(), http.StatusSeeOther)
 		return perm, false, nil
-	case enrolNeedTier:
+	case stepup.EnrolNeedTier:
 		http.Redirect(w, r, g.freshStepURL(need, g.enrolPageURL(m, step, p)), http.StatusSeeOther)
 		return perm, false, nil
 	}

@@ -242,8 +242,8 @@ func (g *Gateway) stepMethod(r *http.Request, s *stepup.Session, tier, via strin
 	return alts[0]
 }
 
-// methodWithPrompt names a method for people.
-func methodWithPrompt(m stepup.Method) string {
+// methodLabel names a method for people: its prompt's title.
+func methodLabel(m stepup.Method) string {
 	if t := m.Prompt("").Title; t != "" {
 		return t
 	}
@@ -322,7 +322,7 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 			}
 			q := p.query()
 			q.Set("via", alt.Name())
-			d.Alternatives = append(d.Alternatives, choice{Label: "Use " + strings.ToLower(methodWithPrompt(alt)) + " instead", URL: e.Prefix + "/challenge?" + q.Encode()})
+			d.Alternatives = append(d.Alternatives, choice{Label: "Use " + strings.ToLower(methodLabel(alt)) + " instead", URL: e.Prefix + "/challenge?" + q.Encode()})
 		}
 	}
 	if round != nil {

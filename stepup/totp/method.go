@@ -78,9 +78,6 @@ func New(c Config) (*Method, error) {
 		scope: fmt.Sprintf("%s/%d/%d", opts.Algorithm, opts.Digits, int(opts.Period/time.Second))}, nil
 }
 
-// Options are the method's code parameters.
-func (m *Method) Options() Options { return m.opts }
-
 // Name implements stepup.Method.
 func (m *Method) Name() string { return "totp" }
 

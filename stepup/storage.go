@@ -30,6 +30,14 @@ type Store interface {
 	// SetIfAbsent stores val under key for ttl only if key does not exist,
 	// atomically, and reports whether it did (one-time claims).
 	SetIfAbsent(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
+	// CompareAndSwap stores val under key for ttl only if the live value
+	// there is exactly old, atomically, and reports whether it did: a
+	// read-modify-write (an approval's votes) that loses no concurrent
+	// update, on one instance or several.
+	CompareAndSwap(ctx context.Context, key string, old, val []byte, ttl time.Duration) (bool, error)
+	// Keys lists the live keys that start with prefix, in no order, at
+	// most limit of them (an approver's inbox; never on the hot path).
+	Keys(ctx context.Context, prefix string, limit int) ([]string, error)
 }
 
 // Blobs is where credentials live (enrolled TOTP secrets, WebAuthn keys):

@@ -5,10 +5,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -170,6 +172,37 @@ func (m *Memory) Replace(_ context.Context, key string, val []byte, ttl time.Dur
 	}
 	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
 	return true, nil
+}
+
+// CompareAndSwap stores a copy of val under key for ttl only if the live
+// value there equals old, and reports whether it did.
+func (m *Memory) CompareAndSwap(_ context.Context, key string, old, val []byte, ttl time.Duration) (bool, error) {
+	s := m.shard(key)
+	now := m.now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; !ok || !e.live(now) || !bytes.Equal(e.val, old) {
+		return false, nil
+	}
+	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	return true, nil
+}
+
+// Keys lists up to limit live keys that start with prefix.
+func (m *Memory) Keys(_ context.Context, prefix string, limit int) ([]string, error) {
+	now := m.now().UnixNano()
+	var out []string
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if len(out) < limit && strings.HasPrefix(k, prefix) && e.live(now) {
+				out = append(out, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out, nil
 }
 
 // Len counts the live entries (for metrics and tests).

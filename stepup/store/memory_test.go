@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -103,5 +104,52 @@ func TestMemoryStoreTakeIsAtomic(t *testing.T) {
 	wg.Wait()
 	if wins != 1 {
 		t.Fatalf("%d takers got the value", wins)
+	}
+}
+
+func TestMemoryStoreCompareAndSwapLosesNoUpdate(t *testing.T) {
+	m := NewMemory(0, nil)
+	defer m.Close()
+	ctx := context.Background()
+	if ok, _ := m.CompareAndSwap(ctx, "votes", nil, []byte("x"), time.Minute); ok {
+		t.Fatal("swapped a missing key")
+	}
+	_ = m.Set(ctx, "votes", []byte("0"), time.Minute)
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				old, _ := m.Get(ctx, "votes")
+				n := 0
+				for _, c := range string(old) {
+					n = n*10 + int(c-'0')
+				}
+				next := []byte(strconv.Itoa(n + 1))
+				if ok, _ := m.CompareAndSwap(ctx, "votes", old, next, time.Minute); ok {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got, _ := m.Get(ctx, "votes"); string(got) != "50" {
+		t.Fatalf("after 50 concurrent read-modify-writes: %s", got)
+	}
+}
+
+func TestMemoryStoreKeysListsLiveKeysOfAPrefix(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := NewMemory(0, func() time.Time { return now })
+	defer m.Close()
+	ctx := context.Background()
+	_ = m.Set(ctx, "a:1", nil, time.Minute)
+	_ = m.Set(ctx, "a:2", nil, time.Second)
+	_ = m.Set(ctx, "b:1", nil, time.Minute)
+	now = now.Add(2 * time.Second)
+	keys, _ := m.Keys(ctx, "a:", 10)
+	if len(keys) != 1 || keys[0] != "a:1" {
+		t.Fatalf("Keys(a:) = %v, want [a:1] (a:2 expired, b:1 another prefix)", keys)
 	}
 }

@@ -119,8 +119,29 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 
 func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return handler, err
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	// A set naming an approval policy that exists nowhere is an error at
+	// its own line, not only when the configuration loads.
+	known := map[string]bool{}
+	for _, a := range handler.Approvals {
+		known[a.Name] = true
+	}
+	if app, ok := h.Option("stepup").(httpcaddyfile.App); ok {
+		var global App
+		if err := json.Unmarshal(app.Value, &global); err == nil {
+			for _, a := range global.Approvals {
+				known[a.Name] = true
+			}
+		}
+	}
+	for _, t := range handler.Transactions {
+		if t.Approval != "" && !known[t.Approval] {
+			return nil, fmt.Errorf("%s:%d: transaction set %q: unknown approval policy %q", h.File(), t.approvalLine, t.Name, t.Approval)
+		}
+	}
+	return handler, nil
 }
 
 // UnmarshalCaddyfile parses the `stepup` handler directive.
@@ -136,6 +157,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			tier    <tier>
 //			max_age <duration>
 //			risk    low|medium|high|critical
+//			approval <policy>
 //		}
 //		# single-site configurations only: the global option's subdirectives
 //	}
@@ -216,6 +238,14 @@ func unmarshalTransaction(d *caddyfile.Dispenser) (Transaction, error) {
 				return t, err
 			}
 			t.MaxAge = &dur
+		case "approval":
+			if err := syntax.Once(d, seen, "approval"); err != nil {
+				return t, err
+			}
+			if !d.AllArgs(&t.Approval) {
+				return t, d.ArgErr()
+			}
+			t.approvalLine = d.Line()
 		case "risk":
 			if err := syntax.Once(d, seen, "risk"); err != nil {
 				return t, err
@@ -270,6 +300,17 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 		c.StoreRaw = raw
 	case "user":
 		return true, c.unmarshalUser(d)
+	case "approval":
+		a, err := unmarshalApproval(d)
+		if err != nil {
+			return true, err
+		}
+		for _, prev := range c.Approvals {
+			if prev.Name == a.Name {
+				return true, d.Errf("approval %q: defined more than once", a.Name)
+			}
+		}
+		c.Approvals = append(c.Approvals, a)
 	case "tier":
 		t, err := unmarshalTier(d)
 		if err != nil {

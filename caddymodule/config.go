@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/approval"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
 )
 
@@ -56,6 +57,10 @@ type Config struct {
 
 	// Pending bounds the requests kept across a step-up.
 	Pending *PendingConfig `json:"pending,omitempty"`
+
+	// Approvals are the just-in-time approval policies that transaction
+	// sets name (`approval NAME` in a set).
+	Approvals []ApprovalConfig `json:"approvals,omitempty"`
 }
 
 // UserConfig is one user of the module's directory.
@@ -155,11 +160,15 @@ var previousHierarchies sync.Map
 type built struct {
 	engine    *stepup.Engine
 	hierarchy *tiers.Hierarchy
+	approvals *approval.Service
 }
 
 // release closes the engine's caches; the store and the methods are guest
 // modules, which Caddy cleans up with the configuration.
 func (b *built) release() {
+	if b != nil && b.approvals != nil {
+		b.approvals.Close()
+	}
 	if b != nil && b.engine != nil {
 		b.engine.Close()
 	}
@@ -287,6 +296,10 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		return nil, err
 	}
 	if b.engine, err = stepup.NewEngine(ec); err != nil {
+		b.release()
+		return nil, err
+	}
+	if b.approvals, err = c.buildApprovals(ctx, b.engine); err != nil {
 		b.release()
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/approval"
 	"github.com/caddy-stepup/caddy-stepup/web"
 )
 
@@ -54,10 +55,15 @@ type Transaction struct {
 	// must have been reached within it. 0 means the step-up must be
 	// performed for this very request.
 	MaxAge *caddy.Duration `json:"max_age,omitempty"`
-	// Risk: low, medium, high or critical (recorded in audit records).
+	// Risk: low, medium, high or critical (recorded in audit records,
+	// used by approval policies).
 	Risk string `json:"risk,omitempty"`
+	// Approval names an approval policy: the set's requests also need a
+	// just-in-time approval of the action.
+	Approval string `json:"approval,omitempty"`
 
-	matcherSets caddyhttp.MatcherSets
+	matcherSets  caddyhttp.MatcherSets
+	approvalLine int
 }
 
 // CaddyModule returns the Caddy module information.
@@ -71,6 +77,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision builds the site's policy on the shared (or inline) engine.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	var engine *stepup.Engine
+	var approvals *approval.Service
 	app, appErr := ctx.AppIfConfigured("stepup")
 	if appErr != nil && !errors.Is(appErr, caddy.ErrNotConfigured) {
 		return appErr
@@ -85,15 +92,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.built = b
 		previousHierarchies.Store("inline", b.hierarchy)
-		engine = b.engine
+		engine, approvals = b.engine, b.approvals
 	} else {
-		if len(h.Users) > 0 || h.Secret != "" || h.StoreRaw != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil {
-			return errors.New("users, secret, store, prefix, session, limits and pending belong with the tiers: in the global stepup option, or all inline")
+		if len(h.Users) > 0 || h.Secret != "" || h.StoreRaw != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil || len(h.Approvals) > 0 {
+			return errors.New("users, secret, store, prefix, session, limits, pending and approvals belong with the tiers: in the global stepup option, or all inline")
 		}
 		if app == nil {
 			return errors.New("no tiers: configure the global stepup option, or give tiers in this handler")
 		}
-		engine = app.(*App).Engine()
+		engine, approvals = app.(*App).Engine(), app.(*App).built.approvals
 	}
 
 	sets := make([]stepup.TransactionSet, len(h.Transactions))
@@ -111,18 +118,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		ms := t.matcherSets
 		sets[i] = stepup.TransactionSet{
-			Name: t.Name, Tier: t.Tier, Risk: t.Risk,
+			Name: t.Name, Tier: t.Tier, Risk: t.Risk, Approval: t.Approval,
 			Match: ms.AnyMatchWithError,
 		}
 		if t.MaxAge != nil {
 			sets[i].MaxAge, sets[i].HasMaxAge = time.Duration(*t.MaxAge), true
 		}
 	}
-	policy, err := stepup.NewPolicy(engine.Hierarchy, sets, h.Default)
+	var stages []stepup.Stage
+	stage, err := approvals.NewStage(sets)
 	if err != nil {
 		return err
 	}
-	h.gateway = &web.Gateway{Engine: engine, Policy: policy, SetVars: setVars, LogFields: logFields}
+	if approvals != nil {
+		stages = append(stages, stage)
+	}
+	policy, err := stepup.NewPolicy(engine.Hierarchy, sets, h.Default, stages...)
+	if err != nil {
+		return err
+	}
+	h.gateway = &web.Gateway{Engine: engine, Policy: policy, Approvals: approvals, SetVars: setVars, LogFields: logFields}
 	return nil
 }
 

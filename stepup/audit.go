@@ -22,6 +22,14 @@ const (
 	EventEnroll         = "enroll"          // a credential set up (TOTP secret, a first or further security key)
 	EventReplace        = "replace"         // a credential replaced (a new TOTP secret)
 	EventRemove         = "remove"          // a credential removed (a security key)
+
+	EventApprovalRequested = "approval_requested" // an action waits for approval
+	EventApprovalRefused   = "approval_refused"   // an action failed a policy's conditions
+	EventApprovalVote      = "approval_vote"      // one approver's decision, short of the threshold
+	EventApprovalDecided   = "approval_decided"   // an action approved or denied
+	EventApprovalUsed      = "approval_used"      // an approval let its action through
+	EventApprovalExpired   = "approval_expired"   // a request or an unused approval expired
+	EventBreakGlass        = "break_glass"        // a requester approved their own action
 )
 
 // Record is one audit entry. It never carries a password, code or secret.
@@ -41,6 +49,12 @@ type Record struct {
 	// AuthMethod is the authentication method concerned (password, totp,
 	// webauthn, radius), for step-ups and credential changes.
 	AuthMethod string
+	// Approval fields: the approval's id and policy, each condition's
+	// result (roles=ok,hours=fail), who decided and what they wrote, the
+	// requester's justification, and the break-glass flag.
+	Approval, Policy, Conditions string
+	Approver, Comment, Justification string
+	BreakGlass                       bool
 }
 
 // Audit writes the audit trail to a zap logger.
@@ -56,7 +70,7 @@ func NewAudit(l *zap.Logger) *Audit {
 
 // fieldPool recycles field slices: an audit record per sensitive request is
 // on the hot path.
-var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 12); return &s }}
+var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 19); return &s }}
 
 // Enabled reports whether records are written at all, so callers can skip
 // building them.
@@ -77,10 +91,15 @@ func (a *Audit) Log(rec Record) {
 		{"user", rec.User}, {"tier", rec.Tier}, {"set", rec.Set}, {"method", rec.Method},
 		{"path", rec.Path}, {"client_ip", rec.ClientIP}, {"result", rec.Result}, {"reason", rec.Reason},
 		{"request_id", rec.RequestID}, {"session", rec.Session}, {"tiers", rec.Tiers}, {"auth_method", rec.AuthMethod},
+		{"approval", rec.Approval}, {"policy", rec.Policy}, {"conditions", rec.Conditions},
+		{"approver", rec.Approver}, {"comment", rec.Comment}, {"justification", rec.Justification},
 	} {
 		if f.v != "" {
 			fields = append(fields, zap.String(f.k, f.v))
 		}
+	}
+	if rec.BreakGlass {
+		fields = append(fields, zap.Bool("break_glass", true))
 	}
 	ce.Write(fields...)
 	clear(fields)

@@ -68,7 +68,7 @@ type EngineConfig struct {
 
 // reservedMethodNames are paths of the module's own pages: a method's pages
 // live under its name.
-var reservedMethodNames = map[string]bool{"assets": true, "challenge": true, "verify": true, "logout": true, "resume": true, "enroll": true}
+var reservedMethodNames = map[string]bool{"assets": true, "approvals": true, "challenge": true, "verify": true, "logout": true, "resume": true, "enroll": true}
 
 // NewEngine validates that every tier has a method and assembles the engine.
 func NewEngine(c EngineConfig) (*Engine, error) {

@@ -50,3 +50,7 @@ func randomToken(n int) string {
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// RandomID returns an unguessable id (144 random bits, URL-safe) for
+// records that others reach by id (kept requests, approvals).
+func RandomID() string { return randomToken(18) }

@@ -30,6 +30,9 @@ type TransactionSet struct {
 	// Risk is the set's risk level (low, medium, high, critical), recorded
 	// in audit records and used by approval policies.
 	Risk string
+	// Approval names the approval policy the set's requests need, after
+	// the tier ("" for none); a Stage enforces it.
+	Approval string
 }
 
 // PerRequest reports whether the set needs a step-up for each request.
@@ -72,6 +75,12 @@ type Denial struct {
 	Reason string // machine-readable
 	Detail string // safe to show
 	Status int
+	// Approval is the id of the approval the request waits for (an
+	// approval stage's answer: 202 for API clients, the approval page for
+	// browsers).
+	Approval string
+	// Condition names the approval condition that failed.
+	Condition string
 }
 
 // Evaluation is the state a decision is computed on; stages read it.

@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/approval"
 )
 
 // Next calls the rest of the handler chain.
@@ -32,6 +33,9 @@ var anonymousVars = stepup.NewVars("", "", "", "")
 type Gateway struct {
 	Engine *stepup.Engine
 	Policy *stepup.Policy
+	// Approvals serves the approval pages and decides approvals (nil when
+	// no policy is configured).
+	Approvals *approval.Service
 	// SetVars publishes the placeholder values (stepup.VarUser, ...) of a request
 	// that passes (to Caddy's replacer).
 	SetVars func(r *http.Request, v *stepup.Vars)
@@ -127,12 +131,21 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 		}
 		if d.Denial != nil {
 			set = d.Denial.Set
+			if d.Denial.Reason == "approval_pending" {
+				decision = "approval_pending"
+			}
 		} else if d.Missing != nil {
 			set, tier, decision = d.Missing.Set, d.Missing.Tier, "step_up_required"
 		}
 		g.LogFields(r, user, set, tier, decision)
 	}
 	if d.Denial != nil {
+		if g.Approvals != nil {
+			// The approval stage audits its own answers.
+			if err := g.approvalAnswer(w, r, d.Denial); err != errNotApproval {
+				return err
+			}
+		}
 		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: d.Denial.Set, Result: "denied", Reason: d.Denial.Reason})
 		status := d.Denial.Status
 		if status == 0 {

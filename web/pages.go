@@ -24,7 +24,7 @@ var assetFS embed.FS
 var pages = map[string]*template.Template{}
 
 func init() {
-	for _, name := range []string{"step", "status", "message", "confirm", "enroll_form", "enroll_ceremony"} {
+	for _, name := range []string{"step", "status", "message", "confirm", "enroll_form", "enroll_ceremony", "approval", "approvals"} {
 		pages[name] = template.Must(template.ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
 	}
 }
@@ -84,6 +84,12 @@ type pageData struct {
 	// ceremonies, and credentials of methods that keep several
 	CeremonyBegin, CeremonyFinish string
 	Keys                          []keyRow
+
+	// approval pages: a request, the inbox; Refresh reloads a waiting page
+	// every so many seconds (no script).
+	Approval      *approvalView
+	Inbox, Recent []inboxRow
+	Refresh       int
 }
 
 type chainStep struct{ Label, State string }

@@ -42,6 +42,22 @@ func (g *Gateway) routes() *http.ServeMux {
 		route("POST", p+"/resume/{id}", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 			return g.resume(w, r, s, r.PathValue("id"), stateOf(r).next)
 		})
+		route("GET", p+"/approvals", g.inbox)
+		route("GET", p+"/approvals/{id}", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.approvalPage(w, r, s, r.PathValue("id"))
+		})
+		route("POST", p+"/approvals/{id}", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.approvalPost(w, r, s, r.PathValue("id"))
+		})
+		route("POST", p+"/approvals/{id}/break-glass", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.breakGlass(w, r, s, r.PathValue("id"))
+		})
+		route("POST", p+"/approvals/{id}/radius", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.radiusAnswer(w, r, s, r.PathValue("id"))
+		})
+		route("POST", p+"/approvals/{id}/send", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.approvalSend(w, r, s, r.PathValue("id"), stateOf(r).next)
+		})
 		done := map[string]bool{}
 		for _, tier := range g.Engine.Hierarchy.Names() {
 			for _, m := range g.Engine.Alternatives[tier] {

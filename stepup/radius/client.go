@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"layeh.com/radius"
 	"layeh.com/radius/rfc2865"
@@ -95,6 +96,11 @@ type Request struct {
 	NASIdentifier  string
 	NASIP          net.IP
 	CallingStation string
+	// What an approval request adds: the site (Called-Station-Id), the
+	// transaction set (NAS-Port-Id) and the action (Connect-Info).
+	CalledStation string
+	NASPortID     string
+	ConnectInfo   string
 }
 
 // Response is an authentic answer.
@@ -103,6 +109,9 @@ type Response struct {
 	ReplyMessage string
 	State        []byte
 	Server       string
+	// Class and SessionTimeout (seconds, 0 if absent) of an Access-Accept.
+	Class          []byte
+	SessionTimeout uint32
 }
 
 // Exchange asks the servers in order, skipping those recently dead (unless
@@ -172,6 +181,15 @@ func (c *Client) exchangeOne(ctx context.Context, s Server, req Request) (*Respo
 	}
 	if req.CallingStation != "" {
 		_ = rfc2865.CallingStationID_SetString(p, req.CallingStation)
+	}
+	if req.CalledStation != "" {
+		_ = rfc2865.CalledStationID_SetString(p, truncate(req.CalledStation))
+	}
+	if req.NASPortID != "" {
+		_ = rfc2869.NASPortID_SetString(p, truncate(req.NASPortID))
+	}
+	if req.ConnectInfo != "" {
+		_ = rfc2869.ConnectInfo_SetString(p, truncate(req.ConnectInfo))
 	}
 	wire, err := encodeRequest(p)
 	if err != nil {
@@ -270,6 +288,12 @@ func (c *Client) verify(b, request []byte, s Server) (*Response, bool) {
 	if st, err := rfc2865.State_Lookup(p); err == nil {
 		resp.State = append([]byte(nil), st...)
 	}
+	if c, err := rfc2865.Class_Lookup(p); err == nil {
+		resp.Class = append([]byte(nil), c...)
+	}
+	if t, err := rfc2865.SessionTimeout_Lookup(p); err == nil {
+		resp.SessionTimeout = uint32(t)
+	}
 	return resp, true
 }
 
@@ -301,4 +325,17 @@ func validResponseMA(b, request, secret, got []byte) bool {
 	mac := hmac.New(md5.New, secret)
 	mac.Write(cp)
 	return found && hmac.Equal(mac.Sum(nil), got)
+}
+
+// truncate keeps a string attribute within RADIUS's 253 bytes, on a UTF-8
+// boundary.
+func truncate(s string) string {
+	if len(s) <= 253 {
+		return s
+	}
+	s = s[:253]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }

@@ -34,12 +34,29 @@ func SafeReturn(raw, prefix string) (string, bool) {
 		return "", false
 	}
 	if prefix != "" && (u.Path == prefix || strings.HasPrefix(u.Path, prefix+"/")) {
-		switch strings.TrimPrefix(u.Path, prefix) {
-		case "/", "/enroll/totp", "/enroll/webauthn":
+		switch rest := strings.TrimPrefix(u.Path, prefix); {
+		case rest == "/", rest == "/enroll/totp", rest == "/enroll/webauthn", rest == "/approvals":
+		case strings.HasPrefix(rest, "/approvals/") && validID(strings.TrimPrefix(rest, "/approvals/")):
+			// An approver steps up to decide and comes back to the request.
 		default:
 			return "", false
 		}
 	}
 	u.Fragment = ""
 	return u.RequestURI(), true
+}
+
+// validID reports whether s looks like a RandomID: nothing but URL-safe
+// base64, of a sane length.
+func validID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

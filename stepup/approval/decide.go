@@ -56,6 +56,9 @@ func (s *Service) Decide(r *http.Request, sess *stepup.Session, id, decision, co
 	case RoleNone:
 		return q, ErrNotApprover
 	}
+	if !q.Waiting() {
+		return q, ErrNotPending
+	}
 	if !sess.Stack.Holds(s.Engine.Hierarchy, q.ApproverTier(p), s.now(), 0) {
 		return q, ErrApproverTier
 	}

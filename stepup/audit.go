@@ -52,7 +52,7 @@ type Record struct {
 	// Approval fields: the approval's id and policy, each condition's
 	// result (roles=ok,hours=fail), who decided and what they wrote, the
 	// requester's justification, and the break-glass flag.
-	Approval, Policy, Conditions string
+	Approval, Policy, Conditions     string
 	Approver, Comment, Justification string
 	BreakGlass                       bool
 }

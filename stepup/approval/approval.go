@@ -152,14 +152,14 @@ const (
 
 // Key prefixes in the store.
 const (
-	keyRequest  = "ap:"   // id -> Request
-	keyAction   = "ak:"   // binding:policy:digest -> id
-	keyOnce     = "ag1:"  // binding:policy:digest -> id, one use
-	keyDuration = "agd:"  // user:policy:set -> id
-	keyCooldown = "abg:"  // user:policy -> break-glass cooldown
-	keyRate     = "arate:" // policy:user -> actions in the window
+	keyRequest  = "ap:"     // id -> Request
+	keyAction   = "ak:"     // binding:policy:digest -> id
+	keyOnce     = "ag1:"    // binding:policy:digest -> id, one use
+	keyDuration = "agd:"    // user:policy:set -> id
+	keyCooldown = "abg:"    // user:policy -> break-glass cooldown
+	keyRate     = "arate:"  // policy:user -> actions in the window
 	keyFlood    = "aflood:" // user:policy -> requests created in the window
-	keyDraft    = "adr:"  // owner:id -> a decision waiting for a step-up
+	keyDraft    = "adr:"    // owner:id -> a decision waiting for a step-up
 )
 
 // Service holds the approval policies and their state.

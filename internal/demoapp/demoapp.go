@@ -46,7 +46,7 @@ func (d *Demo) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 var page = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}} · Demo app</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 42rem; margin: 2rem auto">
-<nav><a href="/">Home</a> · <a href="/reports/">Reports</a> · <a href="/payments/">Payments</a> · <a href="/admin/">Admin</a> · <a href="/settings/">Settings</a> · <a href="/_stepup/">Your session</a></nav>
+<nav><a href="/">Home</a> · <a href="/reports/">Reports</a> · <a href="/payments/">Payments</a> · <a href="/transfers">Transfers</a> · <a href="/admin/">Admin</a> · <a href="/settings/">Settings</a> · <a href="/_stepup/">Your session</a> · <a href="/_stepup/approvals">Approvals</a></nav>
 <h1>{{.Title}}</h1>
 {{if .User}}<p>Signed in as <strong id="user">{{.User}}</strong> holding <code id="tiers">{{.Tiers}}</code>{{with .Roles}} (roles {{.}}){{end}}.</p>{{else}}<p>Not signed in.</p>{{end}}
 {{.Body}}
@@ -64,7 +64,7 @@ func (Demo) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handle
 	switch {
 	case p == "/":
 		v.Title = "Welcome"
-		v.Body = `<p>This page is public. <a href="/reports/">Reports</a> need a sign-in; <a href="/payments/">payments</a> a one-time code checked by a RADIUS server on top; the <a href="/admin/">admin area</a> a security code from an authenticator app, entered within the last five minutes; <a href="/settings/">settings</a> a security key on top of that.</p>`
+		v.Body = `<p>This page is public. <a href="/reports/">Reports</a> need a sign-in; <a href="/payments/">payments</a> a one-time code checked by a RADIUS server on top; the <a href="/admin/">admin area</a> a security code from an authenticator app, entered within the last five minutes; <a href="/settings/">settings</a> a security key on top of that. A <a href="/transfers">transfer</a> needs a sign-in and alice's approval of that very transfer.</p>`
 	case p == "/settings" || strings.HasPrefix(p, "/settings/"):
 		v.Title = "Security settings"
 		v.Body = `<p id="settings">Only a security key (or your device's biometrics) opens this page.</p>`
@@ -91,6 +91,19 @@ func (Demo) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handle
 		b.WriteString("</dl>")
 		v.Title = "User created"
 		v.Body = template.HTML(b.String())
+	case p == "/transfers" && r.Method == http.MethodPost:
+		if err := r.ParseForm(); err != nil {
+			return caddyhttp.Error(http.StatusBadRequest, err)
+		}
+		v.Title = "Transfer sent"
+		v.Body = template.HTML(`<p id="result">Sent <strong>` + template.HTMLEscapeString(r.PostForm.Get("amount")) + `</strong> to <strong>` +
+			template.HTMLEscapeString(r.PostForm.Get("to")) + `</strong> (` + template.HTMLEscapeString(r.PostForm.Get("memo")) + `).</p>`)
+	case p == "/transfers":
+		v.Title = "New transfer"
+		v.Body = `<form method="post" action="/transfers"><p><label>Amount <input name="amount" value="2500" required></label></p>
+<p><label>To account <input name="to" value="DE89 3704 0044 0532 0130 00" required></label></p>
+<p><label>Memo <input name="memo" value="Invoice 2026-117"></label></p>
+<p><button type="submit">Send transfer</button></p></form>`
 	case p == "/admin" || strings.HasPrefix(p, "/admin/"):
 		v.Title = "Administration"
 		v.Body = `<form method="post" action="/admin/users"><p><label>New user <input name="name" required></label></p>

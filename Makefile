@@ -46,12 +46,12 @@ build:
 
 xcaddy-smoke: build
 	@$(BIN)/caddy list-modules > $(BIN)/modules.txt
-	@for m in stepup http.handlers.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.memory; do \
+	@for m in stepup http.handlers.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.memory stepup.notifiers.webhook; do \
 		grep -qx "$$m" $(BIN)/modules.txt || { echo "xcaddy build lacks module $$m" >&2; exit 1; }; \
 	done
 	$(BIN)/caddy validate --config testdata/xcaddy-smoke.Caddyfile --adapter caddyfile >/dev/null 2>$(BIN)/validate.log \
 		|| { cat $(BIN)/validate.log >&2; exit 1; }
-	@echo "xcaddy build: the app, the handler and every method and store module present, testdata/xcaddy-smoke.Caddyfile valid"
+	@echo "xcaddy build: the app, the handler and every method, store and notifier module present, testdata/xcaddy-smoke.Caddyfile valid"
 
 # Go benchmarks of the hot path and session memory, then a load run.
 bench: deps

@@ -4,8 +4,9 @@
 //
 // Modules: the app `stepup` (global option), the handler
 // `http.handlers.stepup` (directive `stepup`), the methods
-// `stepup.methods.password|external|totp|radius|webauthn` and the store
-// `stepup.stores.memory`. See README.md.
+// `stepup.methods.password|external|totp|radius|webauthn`, the store
+// `stepup.stores.memory` and the approval notifier
+// `stepup.notifiers.webhook`. See README.md.
 package caddystepup
 
 import (
@@ -16,5 +17,6 @@ import (
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/radius"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/totp"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/webauthn"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/notifiers/webhook"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/memory"
 )

@@ -8,5 +8,6 @@ import (
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/radius"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/totp"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/webauthn"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/notifiers/webhook"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/memory"
 )

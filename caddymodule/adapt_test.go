@@ -50,8 +50,12 @@ func TestREADMEExamplesAdaptToTheGoldenJSON(t *testing.T) {
 	}
 	for i, m := range blocks {
 		src := dedent(m[2], m[1])
-		if strings.HasPrefix(src, "tier ") {
+		switch {
+		case strings.HasPrefix(src, "tier "):
 			src = fmt.Sprintf(fragmentWrapper, src)
+		case strings.HasPrefix(src, "notify "):
+			// A notifier alone goes in an approval policy.
+			src = fmt.Sprintf(fragmentWrapper, "approval p {\napprovers user:carol\n"+src+"\n}")
 		}
 		cfg, _, err := adaptCaddyfile(src)
 		if err != nil {

@@ -437,9 +437,9 @@ func (s *Service) notify(p *Policy, q *Request, event string, extra map[string]a
 	}
 	at := s.now()
 	for _, n := range p.Notifiers {
-		if err := n.Notify(s.ctx, stepup.Notification{Event: event, ID: q.ID, At: at, Data: data}); err != nil {
-			s.Engine.Audit.Log(stepup.Record{Event: "notify_failed", Approval: q.ID, Policy: q.Policy, Result: "error", Reason: err.Error()})
-		}
+		// A notifier queues and logs its own failures (rate-limited): an
+		// outage must not flood the audit trail with a record per event.
+		_ = n.Notify(s.ctx, stepup.Notification{Event: event, ID: q.ID, At: at, Data: data})
 	}
 	if s.Emit != nil {
 		s.Emit("approval."+event, data)

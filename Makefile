@@ -10,7 +10,7 @@ APT_PKGS := wrk oathtool freeradius chromium
 
 export GOTOOLCHAIN ?= local
 
-.PHONY: all run test deps vet unit xcaddy-smoke build bench load fuzz clean mutate
+.PHONY: all run test deps vet unit xcaddy-smoke build bench load perf fuzz clean mutate
 
 all: test
 
@@ -57,6 +57,16 @@ xcaddy-smoke: build
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./caddymodule ./stepup
 	$(MAKE) --no-print-directory load
+
+# Whole requests, as issue 13 measures them: Caddy pinned to one core with
+# GOMAXPROCS=1, wrk -t1 -c16 pinned to the other, 4 s per case, interleaved,
+# median of 3, against respond "ok" in the same Caddy; a CPU profile of the
+# protected case in bin/perf-protected.pprof.
+perf: deps
+	@mkdir -p $(BIN)
+	$(GO) run ./internal/tools/perf -stores $(PERF_STORES) -profile $(BIN)/perf-protected.pprof
+
+PERF_STORES ?= memory
 
 # wrk against plain reverse_proxy and against stepup + reverse_proxy, in the
 # same run, on loopback.

@@ -82,6 +82,18 @@ func caddyRequest(method, target string, c *http.Cookie) *http.Request {
 	return r.WithContext(ctx)
 }
 
+// httpVars stands for the HTTP placeholders Caddy's server maps into every
+// request's replacer before any handler runs.
+var httpVars = func(string) (any, bool) { return nil, false }
+
+// serverReplacer is a request's replacer as Caddy's server hands it to
+// handlers: the defaults plus the HTTP placeholders.
+func serverReplacer() *caddy.Replacer {
+	repl := caddy.NewReplacer()
+	repl.Map(httpVars)
+	return repl
+}
+
 // BenchmarkHotPath measures what the handler adds to a request that passes:
 // compare each case with "baseline" (calling next directly).
 func BenchmarkHotPath(b *testing.B) {
@@ -131,7 +143,7 @@ func BenchmarkHotPath(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				// Every request has its own replacer, as in Caddy's server;
 				// the baseline pays for it too.
-				r := c.r.WithContext(context.WithValue(base, caddy.ReplacerCtxKey, caddy.NewReplacer()))
+				r := c.r.WithContext(context.WithValue(base, caddy.ReplacerCtxKey, serverReplacer()))
 				if cookieLine != nil {
 					r.Header["Cookie"] = cookieLine
 				}

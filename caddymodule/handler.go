@@ -150,8 +150,10 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	err := h.gateway.ServeHTTP(w, r, next)
-	var he *web.HTTPError
-	if errors.As(err, &he) {
+	if err == nil {
+		return nil
+	}
+	if he := (*web.HTTPError)(nil); errors.As(err, &he) {
 		return caddyhttp.Error(he.Status, he.Err)
 	}
 	return err

@@ -66,10 +66,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	if p == e.Prefix || strings.HasPrefix(p, e.Prefix+"/") {
 		return g.serveOwn(w, r, next)
 	}
-	s := e.Session(w, r)
-	ev := stepup.Evaluation{Request: r, Session: s, Now: e.Now()}
-	return g.decide(w, r, &ev, next)
+	ev := evaluations.Get().(*stepup.Evaluation)
+	*ev = stepup.Evaluation{Request: r, Session: e.Session(w, r), Now: e.Now()}
+	err := g.decide(w, r, ev, next)
+	*ev = stepup.Evaluation{}
+	evaluations.Put(ev)
+	return err
 }
+
+// evaluations recycles the per-request decision state: it escapes to the
+// heap (stages see it through an interface), and the hot path should not
+// allocate.
+var evaluations = sync.Pool{New: func() any { return new(stepup.Evaluation) }}
 
 // decide runs the policy and either passes the request on or denies it.
 // Every request it decides, a replayed one included, is matched on every

@@ -286,13 +286,31 @@ func (b *trailerlessBody) Read(p []byte) (int, error) {
 }
 
 // stripStepupHeaders removes client-sent X-Stepup-* headers, which
-// upstreams may trust when the gateway sets them.
+// upstreams may trust when the gateway sets them, in any case and with
+// underscores for dashes: CGI, PHP-FPM, WSGI and Rack turn X-Stepup_User
+// into the same HTTP_X_STEPUP_USER as X-Stepup-User.
 func stripStepupHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= 9 && strings.EqualFold(k[:9], "X-Stepup-") {
+		if len(k) >= 9 && (k[0]|0x20) == 'x' && isStepupPrefix(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// isStepupPrefix reports whether k starts with "x-stepup-", ignoring case
+// and reading '_' as '-'.
+func isStepupPrefix(k string) bool {
+	const want = "x-stepup-"
+	for i := 0; i < len(want); i++ {
+		c := k[i] | 0x20 // lower-cases letters; '-' and '_' are unchanged
+		if c == '_'|0x20 {
+			c = '-'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

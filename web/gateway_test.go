@@ -43,6 +43,22 @@ func TestStripStepupHeaders(t *testing.T) {
 	}
 }
 
+// TestStripStepupHeadersWithUnderscores: CGI, PHP-FPM, WSGI and Rack read
+// X-Stepup_User and X_Stepup-User as HTTP_X_STEPUP_USER, the variable the
+// gateway's own X-Stepup-User becomes, so a client must not get one through.
+func TestStripStepupHeadersWithUnderscores(t *testing.T) {
+	h := http.Header{}
+	for _, k := range []string{"X-Stepup_User", "X_Stepup_Tiers", "X_STEPUP-ROLES", "x_stepup_user"} {
+		h[k] = []string{"mallory"}
+	}
+	h.Set("X-Stepup", "kept: no dash after the prefix")
+	h.Set("X-Stepupper-User", "kept")
+	stripStepupHeaders(h)
+	if len(h) != 2 {
+		t.Fatalf("headers after stripping: %v", h)
+	}
+}
+
 func TestReturnForUsesSameOriginReferer(t *testing.T) {
 	tests := []struct{ referer, want string }{
 		{"http://app.example/admin/list?page=2", "/admin/list?page=2"},

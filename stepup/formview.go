@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -124,4 +125,67 @@ func shorten(s string) (string, bool) {
 		n++
 	}
 	return s, false
+}
+
+// maxPreview bounds the body preview of a kept action that is not a form.
+const maxPreview = 4000
+
+// BodyPreview shows a kept body that is not a form, for people deciding on
+// it: JSON indented, the values of secret-like keys masked at any depth;
+// other text as it is. Both are bounded and valid UTF-8. ok is false for
+// a body shown by size only (binary, or JSON that does not parse).
+func (p *PendingRequest) BodyPreview() (text string, truncated, ok bool) {
+	if len(p.Body) == 0 {
+		return "", false, false
+	}
+	mediaType, _, err := mime.ParseMediaType(p.ContentType)
+	if err != nil {
+		return "", false, false
+	}
+	var out string
+	switch {
+	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
+		dec := json.NewDecoder(bytes.NewReader(p.Body))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) != nil {
+			return "", false, false
+		}
+		pretty, err := json.MarshalIndent(maskJSON(v), "", "  ")
+		if err != nil {
+			return "", false, false
+		}
+		out = string(pretty)
+	case strings.HasPrefix(mediaType, "text/") && utf8.Valid(p.Body):
+		out = string(p.Body)
+	default:
+		return "", false, false
+	}
+	if len(out) > maxPreview {
+		cut := maxPreview
+		for cut > 0 && !utf8.RuneStart(out[cut]) {
+			cut--
+		}
+		out, truncated = out[:cut], true
+	}
+	return strings.ToValidUTF8(out, "\uFFFD"), truncated, true
+}
+
+// maskJSON replaces the values of secret-like keys, at any depth.
+func maskJSON(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			if IsSecretName(k) {
+				t[k] = maskedValue
+			} else {
+				t[k] = maskJSON(val)
+			}
+		}
+	case []any:
+		for i := range t {
+			t[i] = maskJSON(t[i])
+		}
+	}
+	return v
 }

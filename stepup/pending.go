@@ -287,6 +287,11 @@ func (p *PendingRequest) Replay(r *http.Request) error {
 	r.Method = p.Method
 	r.URL = u
 	r.RequestURI = p.URI
+	// The kept request is what was decided on: no method override of the
+	// confirming request may come along.
+	for _, h := range overrideHeaders {
+		r.Header.Del(h)
+	}
 	r.Header.Del("Content-Type")
 	if p.ContentType != "" {
 		r.Header.Set("Content-Type", p.ContentType)

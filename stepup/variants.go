@@ -67,8 +67,13 @@ func ReadingsOf(r *http.Request) Readings {
 			v.addMethod(r.Method, m)
 		}
 	}
-	if suspiciousPath(r.URL.Path) {
-		v.Path = lenientPath(r.URL.Path)
+	switch p := r.URL.Path; {
+	case suspiciousPath(p):
+		v.Path = lenientPath(p)
+	case len(p) > 1 && p[len(p)-1] == '/':
+		// Express (non-strict routing), Django (APPEND_SLASH) and Rails
+		// route /pay/ to /pay: read it as /pay too (no allocation).
+		v.Path = p[:len(p)-1]
 	}
 	return v
 }
@@ -200,6 +205,11 @@ func suspiciousPath(p string) bool {
 		switch c := p[i]; c {
 		case ';', '\\', 0:
 			return true
+		case '/':
+			// Repeated slashes, which many servers collapse.
+			if i > 0 && p[i-1] == '/' {
+				return true
+			}
 		case '.', ' ', '\t':
 			if (i+1 == len(p) || p[i+1] == '/') && !dotSegment(p, i) {
 				return true
@@ -217,8 +227,9 @@ func dotSegment(p string, i int) bool {
 }
 
 // lenientPath is the path as a lenient server reads it: backslashes are
-// slashes, ";params" and NUL bytes are dropped, and trailing dots, spaces
-// and tabs are trimmed from each segment.
+// slashes, ";params" and NUL bytes are dropped, trailing dots, spaces and
+// tabs are trimmed from each segment, and empty segments (repeated or
+// trailing slashes) are dropped.
 func lenientPath(p string) string {
 	p = strings.ReplaceAll(p, "\\", "/")
 	segs := strings.Split(p, "/")
@@ -230,5 +241,15 @@ func lenientPath(p string) string {
 		}
 		segs[i] = seg
 	}
-	return strings.Join(segs, "/")
+	// Repeated and trailing slashes collapse, as many servers route them.
+	kept := segs[:1]
+	for _, seg := range segs[1:] {
+		if seg != "" {
+			kept = append(kept, seg)
+		}
+	}
+	if len(kept) == 1 {
+		return "/"
+	}
+	return strings.Join(kept, "/")
 }

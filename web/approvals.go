@@ -42,6 +42,10 @@ type approvalView struct {
 	MoreFields  int
 	IsForm      bool
 	Path        string
+	// Preview is a body that is not a form (JSON indented, secrets
+	// masked; other text), when it can be shown.
+	Preview          string
+	PreviewTruncated bool
 }
 
 // approvalAnswer answers a request that a stage held for approval or
@@ -152,6 +156,9 @@ func (g *Gateway) renderApproval(w http.ResponseWriter, r *http.Request, s *step
 	v.NeedsReason = q.NeedsJustification(p)
 	if v.Approver {
 		v.Fields, v.MoreFields, v.IsForm = q.Kept().FormFields()
+		if !v.IsForm {
+			v.Preview, v.PreviewTruncated, _ = q.Kept().BodyPreview()
+		}
 		v.MayDecide = q.Waiting() && v.Voted == "" && !v.NeedsReason
 		v.TierMissing = !s.Stack.Holds(e.Hierarchy, q.ApproverTier(p), now, 0)
 		v.Draft, v.HasDraft = g.Approvals.PeekDraft(r.Context(), s.Owner, q.ID)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
@@ -47,6 +48,9 @@ type Request struct {
 	Body        []byte `json:"body,omitempty"`
 	Digest      string `json:"digest"`
 	ClientIP    string `json:"client_ip"`
+	// ReadAs are the other methods the application may read the request
+	// as (override headers and fields), shown to approvers.
+	ReadAs []string `json:"read_as,omitempty"`
 	// Browser: the action was kept for a browser, which confirms and
 	// replays it; an API client sends it again instead.
 	Browser bool `json:"browser,omitempty"`
@@ -377,11 +381,13 @@ func Binding(s *stepup.Session) string {
 	return s.Owner
 }
 
-// Digest identifies one action: method, host, URI and the body's hash.
-func Digest(method, host, uri string, body []byte) string {
+// Digest identifies one action: method (with every other reading of it),
+// host, URI, content type (a multipart boundary changes what the body
+// says) and the body's hash.
+func Digest(method, host, uri, contentType string, body []byte) string {
 	b := sha256.Sum256(body)
 	h := sha256.New()
-	for _, part := range []string{method, host, uri, hex.EncodeToString(b[:])} {
+	for _, part := range []string{method, host, uri, contentType, hex.EncodeToString(b[:])} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
@@ -413,10 +419,17 @@ func pathOf(uri string) string {
 	return p
 }
 
+// clip bounds what people write, as valid UTF-8 cut on a character
+// boundary, so that the audit trail, notifications and pages show the
+// same text.
 func clip(s string) string {
-	s = strings.TrimSpace(s)
+	s = strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD")
 	if len(s) > maxText {
-		s = s[:maxText]
+		cut := maxText
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	return s
 }

@@ -58,15 +58,10 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	if err != nil {
 		return fmt.Errorf("reading the body of an action needing approval: %w", err)
 	}
-	digest := Digest(r.Method, r.Host, r.URL.RequestURI(), body)
+	digest := Digest(actionOf(r, ev.Readings), r.Host, r.URL.RequestURI(), r.Header.Get("Content-Type"), body)
 	var takes []string
-	done := map[string]bool{}
-	for i := range sets {
-		if bits&(1<<uint(i)) == 0 || done[sets[i].Approval] {
-			continue
-		}
-		done[sets[i].Approval] = true
-		take, denial, err := st.svc.check(ev, &sets[i], digest, body)
+	for _, set := range riskiestPerPolicy(sets, bits) {
+		take, denial, err := st.svc.check(ev, set, digest, body)
 		if err != nil {
 			return err
 		}
@@ -89,6 +84,44 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	return nil
 }
 
+// riskiestPerPolicy returns, for each policy the matched sets name, the
+// riskiest of its matched sets (the first among equals): a request that
+// matches a harmless and a critical set of one policy is judged, granted
+// and approved as the critical one.
+func riskiestPerPolicy(sets []stepup.TransactionSet, bits uint64) []*stepup.TransactionSet {
+	var out []*stepup.TransactionSet
+	for i := range sets {
+		if bits&(1<<uint(i)) == 0 {
+			continue
+		}
+		s := &sets[i]
+		found := false
+		for j, have := range out {
+			if have.Approval == s.Approval {
+				found = true
+				if riskRank(s.Risk) > riskRank(have.Risk) {
+					out[j] = s
+				}
+			}
+		}
+		if !found {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// actionOf is the method an action is approved as: the request's, and
+// every other way the upstream may read it (override headers and fields),
+// so that an approval of a POST is not spent on a POST the application
+// runs as DELETE.
+func actionOf(r *http.Request, rd stepup.Readings) string {
+	if len(rd.Methods) == 0 && rd.Path == "" {
+		return r.Method
+	}
+	return r.Method + " as " + strings.Join(rd.Methods, ",") + " " + rd.Path
+}
+
 func firstBit(b uint64) int {
 	for i := 0; i < 64; i++ {
 		if b&(1<<uint(i)) != 0 {
@@ -107,6 +140,15 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 	r, sess := ev.Request, ev.Session
 	p := s.Policies[set.Approval]
 	store := e.Store
+	now := ev.Now
+	clientIP := e.ClientIP(r)
+
+	// The conditions hold at the moment of the action: when it is asked
+	// for, and again when an approval or a grant lets it through.
+	results := p.staticConditions(sess.Roles, clientIP, now, set.Risk)
+	if failed := firstFailed(results); failed != "" {
+		return "", s.refused(ev, set, p, results, failed), nil
+	}
 
 	if id, err := store.Get(ctx, keyDuration+sess.User+":"+p.Name+":"+set.Name); err == nil {
 		e.Log(r, sess, stepup.Record{Event: stepup.EventApprovalUsed, Set: set.Name, Result: "allowed", Reason: "duration_grant", Approval: string(id), Policy: p.Name})
@@ -135,16 +177,14 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		return "", nil, err
 	}
 
-	now := ev.Now
-	clientIP := e.ClientIP(r)
-	results := p.staticConditions(sess.Roles, clientIP, now, set.Risk)
-	failed := ""
-	for _, c := range results {
-		if !c.OK && failed == "" {
-			failed = c.Name
-		}
+	if stepup.CrossSite(r, e.Scheme(r)) {
+		// Another site must not make a user ask for approval of an action
+		// they never meant (approvers would see it as theirs), nor spend
+		// the user's rate.
+		e.Log(r, sess, stepup.Record{Event: stepup.EventDenied, Set: set.Name, Result: "refused", Reason: "cross_site_request_not_kept", Policy: p.Name})
+		return "", &stepup.Denial{Set: set.Name, Reason: "cross_site", Detail: "This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", Status: http.StatusForbidden}, nil
 	}
-	if failed == "" && p.Rate != nil {
+	if p.Rate != nil {
 		n, err := store.Incr(ctx, keyRate+p.Name+":"+sess.User, p.Rate.Per)
 		if err != nil {
 			return "", nil, err
@@ -152,29 +192,13 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		ok := n <= int64(p.Rate.N)
 		results = append(results, ConditionResult{CondRate, ok, fmt.Sprintf("at most %d such actions per %s", p.Rate.N, p.Rate.Per)})
 		if !ok {
-			failed = CondRate
+			return "", s.refused(ev, set, p, results, CondRate), nil
 		}
 	}
 	summary := Summary(results)
-	if failed != "" {
-		e.Log(r, sess, stepup.Record{Event: stepup.EventApprovalRefused, Set: set.Name, Result: "denied", Reason: "condition_failed:" + failed, Policy: p.Name, Conditions: summary})
-		detail := ""
-		for _, c := range results {
-			if c.Name == failed {
-				detail = c.Detail
-			}
-		}
-		return "", &stepup.Denial{Set: set.Name, Reason: "approval_condition_failed", Condition: failed, Detail: "This action is not allowed now: " + detail + ".", Status: http.StatusForbidden}, nil
-	}
 	if p.autoApproves(set.Risk) {
 		e.Log(r, sess, stepup.Record{Event: stepup.EventApprovalDecided, Set: set.Name, Result: StatusApproved, Reason: "auto_approved_low_risk", Policy: p.Name, Conditions: summary, Approver: "policy"})
 		return "", nil, nil
-	}
-	if stepup.CrossSite(r, e.Scheme(r)) {
-		// Another site must not make a user ask for approval of an action
-		// they never meant: approvers would see it as theirs.
-		e.Log(r, sess, stepup.Record{Event: stepup.EventDenied, Set: set.Name, Result: "refused", Reason: "cross_site_request_not_kept", Policy: p.Name})
-		return "", &stepup.Denial{Set: set.Name, Reason: "cross_site", Detail: "This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", Status: http.StatusForbidden}, nil
 	}
 	if !e.KeepLimiter.Spend(ctx, clientIP) {
 		return "", &stepup.Denial{Set: set.Name, Reason: "too_many_requests", Detail: "Too many requests are waiting. Try again later.", Status: http.StatusTooManyRequests}, nil
@@ -188,7 +212,7 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 	q := &Request{
 		ID: stepup.RandomID(), Policy: p.Name, Set: set.Name, Risk: set.Risk, Tier: set.Tier,
 		User: sess.User, Binding: binding, Method: r.Method, URI: r.URL.RequestURI(), Host: r.Host,
-		ContentType: r.Header.Get("Content-Type"), Body: body, Digest: digest, ClientIP: clientIP,
+		ContentType: r.Header.Get("Content-Type"), Body: body, Digest: digest, ClientIP: clientIP, ReadAs: ev.Readings.Methods,
 		Browser: !isAPI(r), Conditions: results, Created: now, Expires: now.Add(p.Expire), Status: StatusPending,
 	}
 	q.Link = e.Scheme(r) + "://" + r.Host + e.Prefix + "/approvals/" + q.ID
@@ -217,6 +241,28 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		s.requested(p, q)
 	}
 	return "", s.pendingDenial(q), nil
+}
+
+func firstFailed(rs []ConditionResult) string {
+	for _, c := range rs {
+		if !c.OK {
+			return c.Name
+		}
+	}
+	return ""
+}
+
+// refused answers an action whose condition failed, audited with every
+// condition's result.
+func (s *Service) refused(ev *stepup.Evaluation, set *stepup.TransactionSet, p *Policy, results []ConditionResult, failed string) *stepup.Denial {
+	s.Engine.Log(ev.Request, ev.Session, stepup.Record{Event: stepup.EventApprovalRefused, Set: set.Name, Result: "denied", Reason: "condition_failed:" + failed, Policy: p.Name, Conditions: Summary(results)})
+	detail := ""
+	for _, c := range results {
+		if c.Name == failed {
+			detail = c.Detail
+		}
+	}
+	return &stepup.Denial{Set: set.Name, Reason: "approval_condition_failed", Condition: failed, Detail: "This action is not allowed now: " + detail + ".", Status: http.StatusForbidden}
 }
 
 // requested tells approvers (and the RADIUS server) that a request can be

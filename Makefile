@@ -82,6 +82,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFinishLogin -fuzztime 20s ./stepup/webauthn
 	$(GO) test -run '^$$' -fuzz FuzzFinishRegistration -fuzztime 20s ./stepup/webauthn
 	$(GO) test -run '^$$' -fuzz FuzzCaddyfile -fuzztime 20s ./caddymodule
+	$(GO) test -run '^$$' -fuzz FuzzBodyPreview -fuzztime 20s ./stepup/approval
+	$(GO) test -run '^$$' -fuzz FuzzParseWindow -fuzztime 10s ./stepup/approval
 
 clean:
 	rm -rf $(BIN)

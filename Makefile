@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCaddyfile -fuzztime 20s ./caddymodule
 	$(GO) test -run '^$$' -fuzz FuzzBodyPreview -fuzztime 20s ./stepup/approval
 	$(GO) test -run '^$$' -fuzz FuzzParseWindow -fuzztime 10s ./stepup/approval
+	$(GO) test -run '^$$' -fuzz FuzzUnmarshalCaddyfile -fuzztime 10s ./caddymodule/notifiers/webhook
 
 clean:
 	rm -rf $(BIN)

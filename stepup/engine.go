@@ -171,7 +171,7 @@ func (e *Engine) StripCookies(r *http.Request) {
 	case mine == 0:
 		return
 	case foreign == 0:
-		r.Header.Del("Cookie")
+		delete(r.Header, "Cookie") // the key is canonical: no canonicalisation per request
 		return
 	}
 	var b strings.Builder

@@ -63,3 +63,27 @@ const (
 	keyLimit   = "l:"
 	keyRound   = "r:"
 )
+
+// ErrStoreUnavailable is wrapped by a store's answer when it could not
+// answer at all (a network store down). It is never "not found": whatever
+// needed the answer fails closed.
+var ErrStoreUnavailable = store.ErrUnavailable
+
+// SharedStore is a Store that several Caddy instances use at once (Redis).
+// What one instance caches of it must be dropped when any instance changes
+// it, so the store reports every change, and says when it cannot. Sessions
+// keeps its cache coherent through it; a store used by one instance only
+// need not implement it.
+type SharedStore interface {
+	Store
+	// Watch calls changed with the key of each record written or deleted
+	// by any instance (this one included), and reset whenever reports may
+	// have been missed (the notification channel went down, or came back):
+	// a cache must then forget everything it holds. It returns a function
+	// that stops the calls.
+	Watch(changed func(key string), reset func()) (stop func())
+	// Coherent reports whether changes are being reported now. While it is
+	// false, caches must not serve what they hold: every read goes to the
+	// store.
+	Coherent() bool
+}

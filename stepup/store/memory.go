@@ -18,6 +18,10 @@ import (
 // ErrNotFound is returned for a key that does not exist or has expired.
 var ErrNotFound = errors.New("not found")
 
+// ErrUnavailable is wrapped by the errors of a store that could not be
+// reached or could not answer: never to be read as ErrNotFound.
+var ErrUnavailable = errors.New("session store unavailable")
+
 const shardCount = 32
 
 type entry struct {

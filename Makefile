@@ -6,7 +6,7 @@ BIN      := bin
 # A local --with replacement must not be looked up in the module proxy: keep
 # the configured proxy but never fall through to a direct fetch.
 PROXY    := $(shell $(GO) env GOPROXY | cut -d, -f1)|off
-APT_PKGS := wrk oathtool freeradius chromium
+APT_PKGS := wrk oathtool freeradius chromium redis-server redis-tools
 
 export GOTOOLCHAIN ?= local
 
@@ -46,7 +46,7 @@ build:
 
 xcaddy-smoke: build
 	@$(BIN)/caddy list-modules > $(BIN)/modules.txt
-	@for m in stepup http.handlers.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.memory stepup.notifiers.webhook; do \
+	@for m in stepup http.handlers.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.local stepup.stores.memory stepup.stores.redis stepup.notifiers.webhook; do \
 		grep -qx "$$m" $(BIN)/modules.txt || { echo "xcaddy build lacks module $$m" >&2; exit 1; }; \
 	done
 	$(BIN)/caddy validate --config testdata/xcaddy-smoke.Caddyfile --adapter caddyfile >/dev/null 2>$(BIN)/validate.log \

@@ -4,8 +4,8 @@
 //
 // Modules: the app `stepup` (global option), the handler
 // `http.handlers.stepup` (directive `stepup`), the methods
-// `stepup.methods.password|external|totp|radius|webauthn`, the store
-// `stepup.stores.memory` and the approval notifier
+// `stepup.methods.password|external|totp|radius|webauthn`, the stores
+// `stepup.stores.local|memory|redis` and the approval notifier
 // `stepup.notifiers.webhook`. See README.md.
 package caddystepup
 
@@ -18,5 +18,7 @@ import (
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/totp"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/webauthn"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/notifiers/webhook"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/local"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/memory"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/redis"
 )

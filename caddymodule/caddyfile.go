@@ -30,7 +30,7 @@ func init() {
 //	{
 //		stepup {
 //			secret   <secret>
-//			store    memory
+//			store    local|memory|redis [{ … }]
 //			prefix   <path>
 //			user <id> {
 //				password    <hash>

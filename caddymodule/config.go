@@ -35,7 +35,9 @@ type Config struct {
 	Secret string `json:"secret,omitempty"`
 
 	// StoreRaw is where sessions, kept requests and counters live: a
-	// stepup.stores module, e.g. {"store": "memory"}. Default: memory.
+	// stepup.stores module: {"store": "local"} (a file in Caddy's data
+	// directory, the default), {"store": "memory"} (nothing on disk) or
+	// {"store": "redis", "addresses": [...]} (several instances).
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=stepup.stores inline_key=store"`
 
 	// Prefix is the path under which the module serves its own pages.
@@ -322,12 +324,12 @@ func (b storageBlobs) Delete(ctx context.Context, key string) error {
 	return b.ctx.Storage().Delete(ctx, key)
 }
 
-// openStore loads the configured store module (memory by default).
+// openStore loads the configured store module (local by default).
 func (c *Config) openStore(ctx caddy.Context) (stepup.Store, error) {
 	var mod any
 	var err error
 	if len(c.StoreRaw) == 0 {
-		mod, err = ctx.LoadModuleByID("stepup.stores.memory", json.RawMessage("{}"))
+		mod, err = ctx.LoadModuleByID("stepup.stores.local", json.RawMessage("{}"))
 	} else {
 		mod, err = ctx.LoadModule(c, "StoreRaw")
 	}

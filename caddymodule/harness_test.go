@@ -92,6 +92,7 @@ func startCaddy(t *testing.T, global, site string) *server {
 	s.audit = filepath.Join(s.dir, "audit.log")
 	s.clock = &fakeClock{t: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
 	now = s.clock.Now
+	isolateData(t, s.dir)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
@@ -364,7 +365,15 @@ func (b *browser) stepUpForm(page response, action string, fields url.Values, he
 // caddyContext is a bare Caddy context for building configurations
 // outside a running server.
 func caddyContext(t *testing.T) caddy.Context {
+	isolateData(t, t.TempDir())
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// isolateData gives the test a Caddy data directory of its own: the
+// default store is a file there, and state one test leaves (sessions,
+// counters) must not reach the next.
+func isolateData(t *testing.T, dir string) {
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 }

@@ -15,6 +15,9 @@ import (
 // directories, which tests must not touch. Everything else a test writes is
 // under its t.TempDir.
 func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(childCaddyEnv); ok {
+		runChildCaddy(args) // a Caddy instance of instances_test.go
+	}
 	home, err := os.MkdirTemp("", "caddymodule-home-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

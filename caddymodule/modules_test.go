@@ -9,5 +9,7 @@ import (
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/totp"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/methods/webauthn"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/notifiers/webhook"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/local"
 	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/memory"
+	_ "github.com/caddy-stepup/caddy-stepup/caddymodule/stores/redis"
 )

@@ -216,9 +216,26 @@ func (e *Engine) Log(r *http.Request, s *Session, rec Record) {
 // request. It applies the identity set earlier in the route (external
 // method), drops lapsed, removed and re-parented levels (auditing them and
 // rotating the session id), and ends a session whose external identity
-// changed. A returned session is shared: Clone before changing it.
+// changed. A returned session is shared: Clone before changing it. A store
+// that cannot answer reads as no session here; see SessionChecked.
 func (e *Engine) Session(w http.ResponseWriter, r *http.Request) *Session {
-	s := e.Sessions.Load(r)
+	s, _ := e.SessionChecked(w, r)
+	return s
+}
+
+// SessionChecked is Session that tells "no session" from "the store cannot
+// say" (an error wrapping ErrStoreUnavailable, and no session): whatever
+// needs a session decision must then fail closed, not treat the request as
+// anonymous.
+func (e *Engine) SessionChecked(w http.ResponseWriter, r *http.Request) (*Session, error) {
+	s, err := e.Sessions.LoadChecked(r)
+	if err != nil {
+		return nil, err
+	}
+	return e.session(w, r, s), nil
+}
+
+func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session) *Session {
 	if e.external != nil {
 		s = e.applyExternal(w, r, s)
 	}
@@ -364,7 +381,9 @@ func (e *Engine) LogOff(w http.ResponseWriter, r *http.Request, s *Session, tier
 		return s, nil, nil
 	}
 	if ended {
-		e.Sessions.End(w, r, s)
+		if err := e.Sessions.End(w, r, s); err != nil {
+			return s, nil, err
+		}
 		return nil, closed, nil
 	}
 	next := s.Clone()

@@ -44,8 +44,13 @@ type Session struct {
 	Created time.Time `json:"c"`
 	Seen    time.Time `json:"l"`
 
-	// gen orders a cached copy against this instance's writes of its id.
+	// gen orders a cached copy against this instance's writes of its id
+	// and the changes other instances report.
 	gen uint64
+	// epoch is the shared store's coherence epoch when the copy was read:
+	// a copy from before the change reports last went down or came back is
+	// never served.
+	epoch uint64
 	// ephemeral sessions exist only for one request (an external identity
 	// with no stored state) and are never written to the store.
 	ephemeral bool
@@ -193,7 +198,21 @@ type Sessions struct {
 	gen      atomic.Uint64
 	stop     chan struct{}
 	stopOnce sync.Once
+
+	// shared is the store when several instances use it: the cache is
+	// served only while it reports changes (Coherent), and only copies read
+	// in the current epoch, which every reset of the reports ends.
+	shared  SharedStore
+	unwatch func()
+	epoch   atomic.Uint64
 }
+
+// sharedCacheTTL caps the cache's lifetime in front of a shared store: the
+// staleness bound should a change report be lost without the channel
+// noticing (a partition between cluster nodes). Reports normally arrive
+// within milliseconds, and a silent channel is noticed within a couple of
+// seconds (see store.Redis).
+const sharedCacheTTL = 5 * time.Second
 
 // NewSessions builds the session manager. now may be nil.
 func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (*Sessions, error) {
@@ -214,13 +233,38 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	if err != nil {
 		return nil, err
 	}
+	if shared, ok := st.(SharedStore); ok {
+		m.shared = shared
+		m.cfg.CacheTTL = min(m.cfg.CacheTTL, sharedCacheTTL)
+		m.unwatch = shared.Watch(m.changedElsewhere, m.resetCache)
+	}
 	go m.forgetChanges()
 	return m, nil
 }
 
+// changedElsewhere takes a shared store's report that a record changed (on
+// any instance): a cached copy of that session read before it is refetched.
+func (m *Sessions) changedElsewhere(key string) {
+	if id, ok := strings.CutPrefix(key, keySession); ok {
+		m.changes.Store(id, change{gen: m.gen.Add(1), at: time.Now()})
+	}
+}
+
+// resetCache drops every cached session: changes may have gone unreported.
+func (m *Sessions) resetCache() {
+	m.epoch.Add(1)
+	m.sessions.Clear()
+}
+
+// cacheCoherent reports whether the cache may be used now.
+func (m *Sessions) cacheCoherent() bool { return m.shared == nil || m.shared.Coherent() }
+
 // Close releases the caches.
 func (m *Sessions) Close() {
 	m.stopOnce.Do(func() {
+		if m.unwatch != nil {
+			m.unwatch()
+		}
 		close(m.stop)
 		m.sessions.Close()
 	})
@@ -247,19 +291,30 @@ func (m *Sessions) options(r *http.Request, maxAge int) *sessions.Options {
 }
 
 // Load returns the request's session, or nil when it has none that is valid
-// (no cookie, a forged or expired cookie, an ended or idle session). It never
-// fails the request: an unreadable session is no session.
+// (no cookie, a forged or expired cookie, an ended or idle session, or a
+// store that cannot answer).
 func (m *Sessions) Load(r *http.Request) *Session {
+	s, _ := m.LoadChecked(r)
+	return s
+}
+
+// LoadChecked is Load that tells "no session" from "the store cannot say":
+// the error wraps ErrStoreUnavailable, and the session is nil, so that a
+// caller that needs the session fails closed.
+func (m *Sessions) LoadChecked(r *http.Request) (*Session, error) {
 	name := m.CookieName(r)
 	value := cookieValue(r, name)
 	if value == "" {
-		return nil
+		return nil, nil
 	}
 	s, ok := m.sessions.Get(value)
+	if ok && (!m.cacheCoherent() || s.epoch != m.epoch.Load()) {
+		ok = false // the cache may hold what another instance changed
+	}
 	if ok {
 		if c, changed := m.changes.Load(s.ID); changed {
 			if c.(change).ended {
-				return nil
+				return nil, nil
 			}
 			ok = s.gen >= c.(change).gen // else a copy from before this instance's last write
 		}
@@ -267,21 +322,25 @@ func (m *Sessions) Load(r *http.Request) *Session {
 	if !ok {
 		var raw []byte
 		if err := m.codec.Decode(name, value, &raw); err != nil || len(raw) == 0 {
-			return nil
+			return nil, nil
 		}
 		id := string(raw)
 		if c, changed := m.changes.Load(id); changed && c.(change).ended {
-			return nil
+			return nil, nil
 		}
-		if s = m.fetch(r.Context(), id); s == nil {
-			return nil
+		coherent := m.cacheCoherent() // before the read: see resetCache
+		var err error
+		if s, err = m.fetch(r.Context(), id); s == nil {
+			return nil, err
 		}
-		m.sessions.SetWithTTL(value, s, 1, m.cfg.CacheTTL)
+		if coherent {
+			m.sessions.SetWithTTL(value, s, 1, m.cfg.CacheTTL)
+		}
 	}
 	now := m.now()
 	if now.Sub(s.Seen) >= m.cfg.IdleTimeout || now.Sub(s.Created) >= m.cfg.Lifetime {
 		m.forget(r.Context(), s.ID)
-		return nil
+		return nil, nil
 	}
 	if now.Sub(s.Seen) >= m.touchEvery {
 		s = s.Clone()
@@ -290,7 +349,7 @@ func (m *Sessions) Load(r *http.Request) *Session {
 		// on. A session rotated or ended meanwhile is not brought back.
 		_ = m.touch(r.Context(), s)
 	}
-	return s
+	return s, nil
 }
 
 // touch refreshes a session's idle time under its current id, only if that
@@ -308,18 +367,25 @@ func (m *Sessions) touch(ctx context.Context, s *Session) error {
 	return nil
 }
 
-func (m *Sessions) fetch(ctx context.Context, id string) *Session {
-	gen := m.gen.Add(1) // taken before the read: a write after it is newer
+// fetch reads a session from the store: nil and no error when there is
+// none, nil and an error wrapping ErrStoreUnavailable when the store cannot
+// answer.
+func (m *Sessions) fetch(ctx context.Context, id string) (*Session, error) {
+	// Both taken before the read: a write or a reset after it is newer.
+	gen, epoch := m.gen.Add(1), m.epoch.Load()
 	raw, err := m.store.Get(ctx, keySession+id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("%w: reading session: %v", ErrStoreUnavailable, err)
 	}
 	s := new(Session)
 	if err := json.Unmarshal(raw, s); err != nil {
-		return nil
+		return nil, nil
 	}
-	s.ID, s.gen = id, gen
-	return s
+	s.ID, s.gen, s.epoch = id, gen, epoch
+	return s, nil
 }
 
 // jsonMarshal encodes a session for the store.
@@ -352,10 +418,15 @@ func (m *Sessions) put(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// forget ends a session id everywhere this instance can see it.
-func (m *Sessions) forget(ctx context.Context, id string) {
+// forget ends a session id everywhere this instance can see it, and in
+// the store (an error when the store could not delete it: another instance
+// may still accept it).
+func (m *Sessions) forget(ctx context.Context, id string) error {
 	m.changes.Store(id, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
-	_ = m.store.Delete(ctx, keySession+id)
+	if err := m.store.Delete(ctx, keySession+id); err != nil {
+		return fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
+	}
+	return nil
 }
 
 // forgetChanges drops the change marks once no cached copy can predate them
@@ -439,15 +510,18 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 }
 
 // End deletes the session, and the owner's current id if it is another
-// one, and clears the cookie.
-func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) {
+// one, and clears the cookie. It reports a store that could not delete
+// them: the session then still holds on other instances.
+func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) error {
+	var err error
 	if s != nil {
-		m.EndOwner(r.Context(), s.Owner)
+		err = m.EndOwner(r.Context(), s.Owner)
 		if s.ID != "" {
-			m.forget(r.Context(), s.ID)
+			err = errors.Join(err, m.forget(r.Context(), s.ID))
 		}
 	}
 	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), "", m.options(r, -1)))
+	return err
 }
 
 // RotatedOwner returns the owner of the session whose id the request's
@@ -470,13 +544,18 @@ func (m *Sessions) RotatedOwner(r *http.Request) string {
 }
 
 // EndOwner ends the owner's current session id.
-func (m *Sessions) EndOwner(ctx context.Context, owner string) {
+func (m *Sessions) EndOwner(ctx context.Context, owner string) error {
 	if owner == "" {
-		return
+		return nil
 	}
-	if raw, err := m.store.Take(ctx, keyOwner+owner); err == nil {
-		m.forget(ctx, string(raw))
+	raw, err := m.store.Take(ctx, keyOwner+owner)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
 	}
+	return m.forget(ctx, string(raw))
 }
 
 // cookieValue finds a cookie's value without allocating, unlike
@@ -530,8 +609,7 @@ func (g gorillaStore) Save(r *http.Request, w http.ResponseWriter, gs *sessions.
 		return errors.New("stepup: session values carry no *stepup.Session")
 	}
 	if gs.Options != nil && gs.Options.MaxAge < 0 {
-		g.m.End(w, r, s)
-		return nil
+		return g.m.End(w, r, s)
 	}
 	if err := g.m.Commit(w, r, s); err != nil {
 		return err

@@ -236,7 +236,9 @@ func (e *Engine) LogOffAt(w http.ResponseWriter, r *http.Request, s *Session, ro
 		if rotatedOwner == "" {
 			return nil, nil
 		}
-		e.Sessions.End(w, r, &Session{Owner: rotatedOwner})
+		if err := e.Sessions.End(w, r, &Session{Owner: rotatedOwner}); err != nil {
+			return nil, err
+		}
 		e.Log(r, nil, Record{Event: EventLogOff, Tier: tier, Result: "closed", Reason: "session_rotated_concurrently", Session: rotatedOwner})
 		return nil, nil
 	}
@@ -246,7 +248,9 @@ func (e *Engine) LogOffAt(w http.ResponseWriter, r *http.Request, s *Session, ro
 	_, closed, err := e.LogOff(w, r, s, tier)
 	if errors.Is(err, ErrSessionChanged) {
 		closed = s.Stack.Names()
-		e.Sessions.End(w, r, s)
+		if err := e.Sessions.End(w, r, s); err != nil {
+			return nil, err
+		}
 	} else if err != nil {
 		return nil, err
 	}

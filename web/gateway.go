@@ -66,9 +66,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	if p == e.Prefix || strings.HasPrefix(p, e.Prefix+"/") {
 		return g.serveOwn(w, r, next)
 	}
+	s, err := e.SessionChecked(w, r)
 	ev := evaluations.Get().(*stepup.Evaluation)
-	*ev = stepup.Evaluation{Request: r, Session: e.Session(w, r), Now: e.Now()}
-	err := g.decide(w, r, ev, next)
+	*ev = stepup.Evaluation{Request: r, Session: s, Now: e.Now()}
+	if err != nil {
+		err = g.storeUnavailable(w, r, ev, next, err)
+	} else {
+		err = g.decide(w, r, ev, next)
+	}
 	*ev = stepup.Evaluation{}
 	evaluations.Put(ev)
 	return err

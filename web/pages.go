@@ -141,7 +141,13 @@ func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) er
 	if name, ok := strings.CutPrefix(r.URL.Path, e.Prefix+"/assets/"); ok {
 		return g.serveAsset(w, r, name)
 	}
-	withSession(r, e.Session(w, r))
+	s, err := e.SessionChecked(w, r)
+	if err != nil {
+		// No page can be served for a session nobody can read; the
+		// assets above need none.
+		return g.unavailable(w, r, err)
+	}
+	withSession(r, s)
 	st := stateOf(r)
 	st.next = next
 	g.routes().ServeHTTP(w, r)
@@ -472,6 +478,9 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	_, err := e.LogOffAt(w, r, s, rotated, r.PostForm.Get("tier"))
 	if errors.Is(err, stepup.ErrNotHeld) {
 		return g.renderMessage(w, r, http.StatusBadRequest, "Not held", "You do not hold that tier.", e.Prefix+"/", "Your session")
+	}
+	if errors.Is(err, stepup.ErrStoreUnavailable) {
+		return g.unavailable(w, r, err)
 	}
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}

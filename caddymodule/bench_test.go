@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-stepup/caddy-stepup/internal/testenv"
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
 	"github.com/caddy-stepup/caddy-stepup/web"
@@ -29,9 +31,15 @@ func (noopNext) ServeHTTP(w http.ResponseWriter, _ *http.Request) error { return
 // path matchers) with an audit logger that encodes JSON to io.Discard, so the
 // cost of auditing is measured too.
 func benchHandler(b *testing.B) (*Handler, func()) {
+	return benchHandlerWithStore(b, `{"store": "memory"}`)
+}
+
+// benchHandlerWithStore is benchHandler with the given store module.
+func benchHandlerWithStore(b *testing.B, store string) (*Handler, func()) {
 	b.Helper()
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	raw := `{
+		"store": ` + store + `,
 		"secret": "` + testSecret + `",
 		"users": {"alice": {"password": "` + string(hash) + `", "roles": ["admin"]}},
 		"tiers": [
@@ -152,5 +160,51 @@ func BenchmarkHotPath(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkHotPathStores measures a request whose session holds the tier
+// (served from the session cache) with each store: the shared Redis store
+// must cost the hot path no more than memory, since a cache hit asks Redis
+// nothing (only whether its change channel is up, an atomic load).
+func BenchmarkHotPathStores(b *testing.B) {
+	srv := testenv.StartRedis(b)
+	stores := []struct{ name, json string }{
+		{"memory", `{"store": "memory"}`},
+		{"local", `{"store": "local", "path": "` + filepath.Join(b.TempDir(), "store.db") + `"}`},
+		{"redis", `{"store": "redis", "addresses": ["` + srv.Addr + `"], "key_prefix": "bench:"}`},
+	}
+	for _, st := range stores {
+		h, done := benchHandlerWithStore(b, st.json)
+		h.gateway.Engine.Audit = stepup.NewAudit(zap.NewNop())
+		cookie := sessionCookie(b, h)
+		r0 := caddyRequest("GET", "/reports/q1", cookie)
+		cookieLine := r0.Header["Cookie"]
+		w := httptest.NewRecorder()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			// Warm the cache (and, for Redis, wait for its change channel:
+			// until it is up, the cache is bypassed).
+			r0.Header["Cookie"] = cookieLine
+			rec := httptest.NewRecorder()
+			if err := h.ServeHTTP(rec, r0, noopNext{}); err != nil || rec.Code != 200 {
+				b.Fatalf("%s: %v %d", st.name, err, rec.Code)
+			}
+			time.Sleep(10 * time.Millisecond)
+			if shared, ok := h.gateway.Engine.Store.(stepup.SharedStore); !ok || shared.Coherent() || time.Now().After(deadline) {
+				break
+			}
+		}
+		b.Run(st.name, func(b *testing.B) {
+			b.ReportAllocs()
+			base := r0.Context()
+			for b.Loop() {
+				r := r0.WithContext(context.WithValue(base, caddy.ReplacerCtxKey, caddy.NewReplacer()))
+				r.Header["Cookie"] = cookieLine
+				if err := h.ServeHTTP(w, r, noopNext{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		done()
 	}
 }

@@ -243,8 +243,8 @@ func (l *Local) Keys(_ context.Context, prefix string, limit int) ([]string, err
 }
 
 // sweepBatch bounds the deletions of one write transaction, so that a
-// sweep never holds the writer lock for long.
-const sweepBatch = 1000
+// sweep never holds the writer lock for long (a variable for tests).
+var sweepBatch = 1000
 
 // Sweep deletes expired records and returns how many.
 func (l *Local) Sweep() (int, error) {

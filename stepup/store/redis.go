@@ -35,6 +35,8 @@ type Redis struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	psMu   sync.Mutex
+	ps     *redis.PubSub // the current subscription, closed by Close
 }
 
 type watcher struct {
@@ -67,6 +69,11 @@ func NewRedis(client redis.UniversalClient, prefix string) *Redis {
 // Close stops listening for changes.
 func (r *Redis) Close() error {
 	r.cancel()
+	r.psMu.Lock()
+	if r.ps != nil {
+		_ = r.ps.Close() // interrupts a blocked read
+	}
+	r.psMu.Unlock()
 	<-r.done
 	return nil
 }
@@ -319,8 +326,20 @@ func (r *Redis) listen(ctx context.Context) {
 // listenOnce runs one subscription; it reports whether it got as far as
 // being subscribed.
 func (r *Redis) listenOnce(ctx context.Context) bool {
+	r.psMu.Lock()
+	if ctx.Err() != nil {
+		r.psMu.Unlock()
+		return false
+	}
 	ps := r.client.Subscribe(ctx, r.channel)
-	defer ps.Close()
+	r.ps = ps
+	r.psMu.Unlock()
+	defer func() {
+		r.psMu.Lock()
+		r.ps = nil
+		r.psMu.Unlock()
+		_ = ps.Close()
+	}()
 	msg, err := ps.ReceiveTimeout(ctx, heartbeatTimeout)
 	if err != nil {
 		return false

@@ -53,7 +53,7 @@ const (
 // Syntax:
 //
 //	store redis {
-//		address     <host:port>...
+//		address     <host:port>...   (repeatable)
 //		cluster
 //		master_name <name>
 //		username    <user>
@@ -278,7 +278,7 @@ func (r *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			})
 		}
 		return d.Errf("store redis: unknown option %q", sub)
-	})
+	}, "address")
 }
 
 // OpenStore implements stepup.StoreProvider. Redis need not be up: a

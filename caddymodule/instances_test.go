@@ -82,6 +82,7 @@ func instanceConfig(t testing.TB, name, storage, store string) string {
 			base login
 			method totp {
 				enroll self
+				lockout 3 1m
 			}
 			max_age 30m
 		}
@@ -250,6 +251,10 @@ func twoInstances(t *testing.T, store string) {
 	// A TOTP secret enrolled on A (Caddy storage) is the one B checks.
 	enrolTOTPOnAVerifyOnB(t, br, a, b)
 
+	// Wrong codes sent at once to both instances are capped by the shared
+	// lockout counters: at most 3 are checked, then TOTP is locked on both.
+	concurrentWrongCodes(t, br, a, b)
+
 	// Wrong passwords sent at once to both instances are capped by the
 	// shared counters: at most per_user (3) are even checked.
 	concurrentWrongPasswords(t, br, a, b)
@@ -284,6 +289,64 @@ func enrolTOTPOnAVerifyOnB(t *testing.T, br *browser, a, b *instance) {
 	next := oathtool(t, time.Now().Add(30*time.Second), "--totp", "-b", secret)
 	if r := br.on(b).follow(br.stepUp(step, url.Values{"code": {next}})); r.StatusCode != 200 || !strings.Contains(r.body, "instance=B") {
 		t.Fatalf("step-up on B with A's enrolled secret: %d %s", r.StatusCode, r.body)
+	}
+}
+
+// postConcurrently sends the form to path on a and b alternately, all at
+// once, and returns the response bodies.
+func postConcurrently(t *testing.T, br *browser, a, b *instance, path string, form url.Values, n int) []string {
+	t.Helper()
+	var mu sync.Mutex
+	var bodies []string
+	var wg sync.WaitGroup
+	for k := range n {
+		target := a
+		if k%2 == 1 {
+			target = b
+		}
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodPost, target.base+path, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Accept", "text/html")
+			resp, err := br.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			bodies = append(bodies, fmt.Sprintf("%d %s", resp.StatusCode, body))
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return bodies
+}
+
+func concurrentWrongCodes(t *testing.T, br *browser, a, b *instance) {
+	t.Helper()
+	br.on(a).get("/_stepup/")
+	br.on(a).post("/_stepup/logout", url.Values{"tier": {"otp"}})
+	page := br.on(a).get("/_stepup/challenge?tier=otp")
+	form := hidden(page.body)
+	form.Set("code", "000000")
+	checked := 0
+	for _, body := range postConcurrently(t, br, a, b, "/_stepup/verify/otp", form, 12) {
+		if strings.Contains(body, "That code is not correct") {
+			checked++
+		}
+	}
+	if checked > 3 {
+		t.Fatalf("12 wrong codes across A and B: %d checked, want at most 3 (lockout 3)", checked)
+	}
+	t.Logf("12 concurrent wrong codes across A and B: %d checked, the rest refused", checked)
+	for _, i := range []*instance{a, b} {
+		page := br.on(i).get("/_stepup/challenge?tier=otp")
+		r := br.on(i).stepUp(page, url.Values{"code": {"123456"}})
+		if r.StatusCode == http.StatusSeeOther || !strings.Contains(r.body, "locked") {
+			t.Fatalf("a code on %s after the lockout: %d %s", i.name, r.StatusCode, r.body)
+		}
 	}
 }
 

@@ -49,7 +49,7 @@ xcaddy-smoke: build
 	@for m in stepup http.handlers.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.local stepup.stores.memory stepup.stores.redis stepup.notifiers.webhook; do \
 		grep -qx "$$m" $(BIN)/modules.txt || { echo "xcaddy build lacks module $$m" >&2; exit 1; }; \
 	done
-	$(BIN)/caddy validate --config testdata/xcaddy-smoke.Caddyfile --adapter caddyfile >/dev/null 2>$(BIN)/validate.log \
+	XDG_DATA_HOME=$(BIN)/data $(BIN)/caddy validate --config testdata/xcaddy-smoke.Caddyfile --adapter caddyfile >/dev/null 2>$(BIN)/validate.log \
 		|| { cat $(BIN)/validate.log >&2; exit 1; }
 	@echo "xcaddy build: the app, the handler and every method, store and notifier module present, testdata/xcaddy-smoke.Caddyfile valid"
 

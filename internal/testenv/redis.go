@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -147,4 +148,42 @@ func freeClusterPort(t testing.TB) int {
 	}
 	t.Fatal("no free port pair for a cluster node")
 	return 0
+}
+
+// StartRedisWith runs a single Redis server with extra arguments, serving
+// on port (a TLS server: "--port", "0", "--tls-port", port, …).
+func StartRedisWith(t testing.TB, port int, extra ...string) *Redis {
+	t.Helper()
+	return startRedis(t, port, extra...)
+}
+
+// StartRedisSentinel runs a Sentinel (redis-server --sentinel) that
+// monitors the master at masterAddr under the name master, and returns its
+// address once it knows the master.
+func StartRedisSentinel(t testing.TB, master, masterAddr string) string {
+	t.Helper()
+	bin := redisBinary(t, "redis-server")
+	cli := redisBinary(t, "redis-cli")
+	dir := t.TempDir()
+	port := FreeTCPPort(t)
+	host, mport, _ := net.SplitHostPort(masterAddr)
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 2000\n",
+		port, dir, master, host, mport, master)
+	path := dir + "/sentinel.conf"
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	Start(t, "redis-sentinel", exec.Command(bin, path, "--sentinel"))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := exec.Command(cli, "-p", fmt.Sprint(port), "sentinel", "get-master-addr-by-name", master).CombinedOutput()
+		if strings.Contains(string(out), mport) {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sentinel does not know %s:\n%s", master, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -48,3 +48,9 @@ func TestRedisClusterConformance(t *testing.T) {
 	c := testenv.StartRedisCluster(t)
 	storetest.Run(t, openRedis(&redis.UniversalOptions{Addrs: c.Addrs}))
 }
+
+func TestRedisSentinelConformance(t *testing.T) {
+	master := testenv.StartRedis(t)
+	sentinel := testenv.StartRedisSentinel(t, "stepup-master", master.Addr)
+	storetest.Run(t, openRedis(&redis.UniversalOptions{Addrs: []string{sentinel}, MasterName: "stepup-master"}))
+}

@@ -49,7 +49,7 @@ func TestExampleCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "--config", path)
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+dir)
 	testenv.Start(t, "caddy", cmd)
 	base := fmt.Sprintf("http://localhost:%d", site)
 	waitFor(t, base+"/")

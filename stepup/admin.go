@@ -194,8 +194,16 @@ type MethodCredentials struct {
 	// SelfEnroll: users may set one up themselves.
 	SelfEnroll bool `json:"self_enroll"`
 	// Provisioned: the credential is given in the configuration.
-	Provisioned bool             `json:"provisioned,omitempty"`
-	Credentials []CredentialInfo `json:"credentials,omitempty"`
+	Provisioned bool                `json:"provisioned,omitempty"`
+	Credentials []CredentialSummary `json:"credentials,omitempty"`
+}
+
+// CredentialSummary is one of several credentials (a security key): its
+// name and dates.
+type CredentialSummary struct {
+	Name     string    `json:"name"`
+	Created  time.Time `json:"created"`
+	LastUsed time.Time `json:"last_used,omitempty"`
 }
 
 // TierCredentials is a user's credentials for one tier.
@@ -233,7 +241,7 @@ func (e *Engine) UserCredentials(ctx context.Context, user string) ([]TierCreden
 					return nil, fmt.Errorf("tier %q, method %s: %w", name, m.Name(), err)
 				}
 				for _, c := range list {
-					mc.Credentials = append(mc.Credentials, CredentialInfo{Name: c.Name, Created: c.Created, LastUsed: c.LastUsed})
+					mc.Credentials = append(mc.Credentials, CredentialSummary{Name: c.Name, Created: c.Created, LastUsed: c.LastUsed})
 				}
 			}
 			tc.Methods = append(tc.Methods, mc)

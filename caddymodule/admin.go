@@ -87,7 +87,7 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/stepup/"), "/"), "/")
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.EscapedPath(), "/stepup/"), "/"), "/")
 	for i, p := range parts {
 		if parts[i], err = url.PathUnescape(p); err != nil {
 			return apiError(http.StatusBadRequest, "bad path: %v", err)

@@ -540,7 +540,11 @@ func printExplain(tw *tabwriter.Writer, req *ExplainRequest, ans *explainAnswer)
 			who += " holding " + strings.Join(req.Tiers, ", ")
 		}
 	}
-	fmt.Fprintf(tw, "%s %s on %s from %s, as %s\n", ans.Request.Method, ans.Request.URI, orDash(ans.Request.Host), ans.Request.ClientIP, who)
+	host := ans.Request.Host
+	if host == "" {
+		host = "each site's host"
+	}
+	fmt.Fprintf(tw, "%s %s on %s from %s, as %s\n", ans.Request.Method, ans.Request.URI, host, ans.Request.ClientIP, who)
 	for _, s := range ans.Sites {
 		fmt.Fprintf(tw, "\nsite %s\n", s.Site)
 		fmt.Fprintf(tw, "decision:\t%s: %s\n", s.Decision, s.Detail)

@@ -136,7 +136,9 @@ func (b *built) observe(ctx caddy.Context) error {
 	}
 	stepupMetrics.sessions.add(b, b.engine.Store)
 	var emit func(name string, data map[string]any)
-	if app, err := ctx.App("events"); err == nil {
+	// Only a configured events app has subscribers (`events { on … }`);
+	// a bare context (tests, caddy validate of a part) has no apps at all.
+	if app, err := ctx.AppIfConfigured("events"); err == nil {
 		if events, ok := app.(*caddyevents.App); ok {
 			emit = func(name string, data map[string]any) { events.Emit(ctx, name, data) }
 		}

@@ -163,11 +163,17 @@ type built struct {
 	engine    *stepup.Engine
 	hierarchy *tiers.Hierarchy
 	approvals *approval.Service
+	// users is the configuration's directory: approvers' roles for
+	// decisions made through the admin API.
+	users map[string]*UserConfig
 }
 
 // release closes the engine's caches; the store and the methods are guest
 // modules, which Caddy cleans up with the configuration.
 func (b *built) release() {
+	if b != nil {
+		stepupMetrics.sessions.remove(b)
+	}
 	if b != nil && b.approvals != nil {
 		b.approvals.Close()
 	}
@@ -302,6 +308,11 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		return nil, err
 	}
 	if b.approvals, err = c.buildApprovals(ctx, b.engine); err != nil {
+		b.release()
+		return nil, err
+	}
+	b.users = c.Users
+	if err := b.observe(ctx); err != nil {
 		b.release()
 		return nil, err
 	}

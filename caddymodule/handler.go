@@ -137,7 +137,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.gateway = &web.Gateway{Engine: engine, Policy: policy, Approvals: approvals, SetVars: setVars, LogFields: logFields}
+	if err := registerMetrics(ctx); err != nil {
+		return err
+	}
+	h.gateway = &web.Gateway{Engine: engine, Policy: policy, Approvals: approvals, SetVars: setVars, LogFields: logFields, Metrics: decisionMetrics()}
 	return nil
 }
 

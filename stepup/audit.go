@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 )
@@ -57,8 +58,28 @@ type Record struct {
 	BreakGlass                       bool
 }
 
-// Audit writes the audit trail to a zap logger.
-type Audit struct{ log *zap.Logger }
+// Audit writes the audit trail to a zap logger, and hands every record to
+// its taps (metrics, Caddy events), whether or not the log is written.
+type Audit struct {
+	log  *zap.Logger
+	taps atomic.Pointer[[]func(Record)]
+}
+
+// Tap adds a function that sees every record. It must be quick and must
+// not keep the record's strings beyond the call's need.
+func (a *Audit) Tap(f func(Record)) {
+	for {
+		old := a.taps.Load()
+		var next []func(Record)
+		if old != nil {
+			next = append(next, *old...)
+		}
+		next = append(next, f)
+		if a.taps.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
 
 // NewAudit wraps a logger (nil: discard).
 func NewAudit(l *zap.Logger) *Audit {
@@ -80,6 +101,11 @@ func (a *Audit) Enabled() bool { return a != nil && a.log.Core().Enabled(zap.Inf
 func (a *Audit) Log(rec Record) {
 	if a == nil {
 		return
+	}
+	if taps := a.taps.Load(); taps != nil {
+		for _, f := range *taps {
+			f(rec)
+		}
 	}
 	ce := a.log.Check(zap.InfoLevel, rec.Event)
 	if ce == nil {

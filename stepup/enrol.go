@@ -61,13 +61,40 @@ func (e *Engine) EnrolPermission(ctx context.Context, s *Session, m Enroller, ti
 //
 // A password alone never reaches a tier by enrolling a credential of the
 // attacker's choice, at that tier or at another that shares the method.
+//
+// An enrolment link the session opened for this tier and method (see
+// OpenEnrolLink) allows the enrolment without those rules, but never
+// without the base tier: the administrator vouches for the user.
 func (e *Engine) EnrolCheck(ctx context.Context, s *Session, m Enroller, tier string) (EnrolPermission, string, error) {
+	perm, need, _, err := e.enrolCheck(ctx, s, m, tier)
+	return perm, need, err
+}
+
+// enrolCheck is EnrolCheck, also returning the token of the enrolment link
+// that allowed it ("" when the rules did).
+func (e *Engine) enrolCheck(ctx context.Context, s *Session, m Enroller, tier string) (EnrolPermission, string, string, error) {
 	now := e.Now()
 	t, _ := e.Hierarchy.Get(tier)
 	if s == nil || s.User == "" || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0)) {
-		return EnrolNeedBase, tier, nil
+		return EnrolNeedBase, tier, "", nil
 	}
 	name := m.(Method).Name()
+	if token := e.linkedEnrolment(ctx, s, tier, name); token != "" {
+		enrolled, err := m.Enrolled(ctx, s.User)
+		if err != nil {
+			return EnrolRefused, tier, "", err
+		}
+		if enrolled {
+			return EnrolChange, tier, token, nil
+		}
+		return EnrolFirst, tier, token, nil
+	}
+	perm, need, err := e.enrolRules(ctx, s, m, name, tier, now)
+	return perm, need, "", err
+}
+
+// enrolRules are the rules of EnrolCheck without a link.
+func (e *Engine) enrolRules(ctx context.Context, s *Session, m Enroller, name, tier string, now time.Time) (EnrolPermission, string, error) {
 	anyCredential, allSelf := false, true
 	for _, other := range e.Hierarchy.Names() {
 		alt, ok := e.Method(other, name)
@@ -142,7 +169,7 @@ func (e *Engine) enrol(w http.ResponseWriter, r *http.Request, s *Session, m Enr
 	ctx := r.Context()
 	method := m.(Method)
 	res := &StepResult{Session: s, Method: method}
-	perm, err := e.EnrolPermission(ctx, s, m, st.Tier)
+	perm, _, link, err := e.enrolCheck(ctx, s, m, st.Tier)
 	if err != nil {
 		return nil, err
 	}
@@ -157,13 +184,27 @@ func (e *Engine) enrol(w http.ResponseWriter, r *http.Request, s *Session, m Enr
 		return res, nil
 	}
 	defer rs.Settle(ctx, Unavailable)
+	restoreLink := func() {}
+	if link != "" {
+		// The link is spent before the credential is confirmed, so that
+		// two enrolments cannot both use it; a failed one gives it back.
+		restore, ok := e.spendEnrolLink(ctx, s, st.Tier, method.Name(), link)
+		if !ok {
+			e.Log(r, s, Record{Event: EventEnroll, Tier: st.Tier, AuthMethod: method.Name(), Result: "refused", Reason: "enrolment_link_used"})
+			res.Kind = StepBaseMissing
+			return res, nil
+		}
+		restoreLink = restore
+	}
 	o, err := finish()
 	if err != nil {
+		restoreLink()
 		return nil, err // ErrEnrolmentExpired among others
 	}
 	rs.Settle(ctx, o.Result)
 	res.Outcome = o
 	if o.Result != Accepted {
+		restoreLink()
 		e.Log(r, s, Record{Event: EventEnroll, User: s.User, Tier: st.Tier, AuthMethod: method.Name(), Result: o.Result.String(), Reason: o.Reason})
 		res.Kind = StepRejected
 		return res, nil
@@ -173,6 +214,11 @@ func (e *Engine) enrol(w http.ResponseWriter, r *http.Request, s *Session, m Enr
 	if _, several := m.(CredentialKeeper); perm == EnrolChange && !several {
 		kind = ChangeReplace
 	}
-	e.CredentialChanged(ctx, func(rec Record) { e.Log(r, s, rec) }, s.User, kind, st.Tier, method.Name())
+	e.CredentialChanged(ctx, func(rec Record) {
+		if link != "" {
+			rec.Reason = "enrolment_link"
+		}
+		e.Log(r, s, rec)
+	}, s.User, kind, st.Tier, method.Name())
 	return e.accepted(w, r, s, st, o, Record{Event: EventStepUp, Tier: st.Tier, AuthMethod: method.Name(), Result: "success", Reason: reason}, res)
 }

@@ -36,6 +36,8 @@ func SafeReturn(raw, prefix string) (string, bool) {
 	if prefix != "" && (u.Path == prefix || strings.HasPrefix(u.Path, prefix+"/")) {
 		switch rest := strings.TrimPrefix(u.Path, prefix); {
 		case rest == "/", rest == "/enroll/totp", rest == "/enroll/webauthn", rest == "/approvals":
+		case rest == "/enroll" && strings.HasPrefix(u.RawQuery, "link=") && validID(strings.TrimPrefix(u.RawQuery, "link=")):
+			// An enrolment link: the user signs in first, then comes back to it.
 		case strings.HasPrefix(rest, "/approvals/") && validID(strings.TrimPrefix(rest, "/approvals/")):
 			// An approver steps up to decide and comes back to the request.
 		default:

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/approval"
@@ -43,8 +44,45 @@ type Gateway struct {
 	// (Caddy's extra log fields): user, matched sets, tier, decision.
 	LogFields func(r *http.Request, user, sets, tier, decision string)
 
+	// Metrics counts decisions and times them (nil: none).
+	Metrics *DecisionMetrics
+
 	muxOnce sync.Once
 	mux     *http.ServeMux
+}
+
+// Counter and Observer are what the gateway needs of a Prometheus counter
+// and histogram.
+type (
+	Counter  interface{ Inc() }
+	Observer interface{ Observe(float64) }
+)
+
+// DecisionMetrics are the counters of decisions by result, resolved once
+// when the site is provisioned (no label lookup per request), and the
+// histogram of how long deciding took.
+type DecisionMetrics struct {
+	Allowed, StepUpRequired, ApprovalPending, Denied, Error Counter
+	Duration                                                Observer
+}
+
+// observe counts a decision and its duration.
+func (m *DecisionMetrics) observe(c Counter, start time.Time) {
+	if m == nil {
+		return
+	}
+	c.Inc()
+	m.Duration.Observe(time.Since(start).Seconds())
+}
+
+func (m *DecisionMetrics) denial(d *stepup.Decision) Counter {
+	switch {
+	case d.Missing != nil:
+		return m.StepUpRequired
+	case d.Denial != nil && d.Denial.Reason == "approval_pending":
+		return m.ApprovalPending
+	}
+	return m.Denied
 }
 
 // HTTPError carries a status for the caller's error handling (Caddy's
@@ -89,10 +127,17 @@ var evaluations = sync.Pool{New: func() any { return new(stepup.Evaluation) }}
 // way the upstream may read it.
 func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation, next Next) error {
 	e := g.Engine
+	var start time.Time
+	if g.Metrics != nil {
+		start = time.Now()
+	}
 	if len(g.Policy.Sets) > 0 {
 		ev.Readings = stepup.ReadingsOf(r)
 	}
 	if err := g.Policy.Decide(ev); err != nil {
+		if g.Metrics != nil {
+			g.Metrics.observe(g.Metrics.Error, start)
+		}
 		e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Result: "error", Reason: "matcher_error"})
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
@@ -104,12 +149,21 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 		if since := e.TakeGrant(r.Context(), ev.Session, r); !since.IsZero() {
 			ev.FreshSince = since
 			if err := g.Policy.Decide(ev); err != nil {
+				if g.Metrics != nil {
+					g.Metrics.observe(g.Metrics.Error, start)
+				}
 				return &HTTPError{http.StatusInternalServerError, err}
 			}
 		}
 	}
 	if !d.Allowed {
+		if g.Metrics != nil {
+			g.Metrics.observe(g.Metrics.denial(d), start)
+		}
 		return g.deny(w, r, ev)
+	}
+	if g.Metrics != nil {
+		g.Metrics.observe(g.Metrics.Allowed, start)
 	}
 	v := anonymousVars
 	if s := ev.Session; s != nil {

@@ -36,6 +36,7 @@ func (g *Gateway) routes() *http.ServeMux {
 			return g.verify(w, r, s, r.PathValue("tier"))
 		})
 		route("POST", p+"/logout", g.logout)
+		route("GET", p+"/enroll", g.enrolLink)
 		route("GET", p+"/resume/{id}", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 			return g.confirm(w, r, s, r.PathValue("id"))
 		})

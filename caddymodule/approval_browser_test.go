@@ -27,6 +27,7 @@ func startExample(t *testing.T) *server {
 	}
 	s := &server{t: t, port: freePort(t), dir: t.TempDir()}
 	s.base = fmt.Sprintf("http://localhost:%d", s.port)
+	isolateData(t, s.dir)
 	up := freePort(t)
 	cfg := strings.NewReplacer(
 		"localhost:8080", fmt.Sprintf("localhost:%d", s.port),

@@ -130,6 +130,7 @@ func startOps(t *testing.T, global, site string) *opsServer {
 	s.clock = &fakeClock{t: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)} // a Sunday
 	now = s.clock.Now
 	o := &opsServer{server: s, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	isolateData(t, s.dir)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)

@@ -46,7 +46,7 @@ build:
 
 xcaddy-smoke: build
 	@$(BIN)/caddy list-modules > $(BIN)/modules.txt
-	@for m in stepup http.handlers.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.local stepup.stores.memory stepup.stores.redis stepup.notifiers.webhook; do \
+	@for m in stepup http.handlers.stepup admin.api.stepup stepup.methods.password stepup.methods.external stepup.methods.totp stepup.methods.radius stepup.methods.webauthn stepup.stores.local stepup.stores.memory stepup.stores.redis stepup.notifiers.webhook; do \
 		grep -qx "$$m" $(BIN)/modules.txt || { echo "xcaddy build lacks module $$m" >&2; exit 1; }; \
 	done
 	XDG_DATA_HOME=$(BIN)/data $(BIN)/caddy validate --config testdata/xcaddy-smoke.Caddyfile --adapter caddyfile >/dev/null 2>$(BIN)/validate.log \

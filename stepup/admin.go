@@ -2,7 +2,6 @@ package stepup
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -66,7 +65,7 @@ func (e *Engine) sessionOf(ctx context.Context, owner string) (*Session, error) 
 		return nil, err
 	}
 	s := new(Session)
-	if err := json.Unmarshal(raw, s); err != nil {
+	if err := decodeSession(raw, s); err != nil {
 		return nil, fmt.Errorf("decoding session: %w", err)
 	}
 	s.ID = string(id)

@@ -2,7 +2,6 @@ package stepup
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -381,7 +380,7 @@ func (m *Sessions) fetch(ctx context.Context, id string) (*Session, error) {
 		return nil, fmt.Errorf("%w: reading session: %v", ErrStoreUnavailable, err)
 	}
 	s := new(Session)
-	if err := json.Unmarshal(raw, s); err != nil {
+	if err := decodeSession(raw, s); err != nil {
 		return nil, nil
 	}
 	s.ID, s.gen, s.epoch = id, gen, epoch
@@ -389,7 +388,7 @@ func (m *Sessions) fetch(ctx context.Context, id string) (*Session, error) {
 }
 
 // jsonMarshal encodes a session for the store.
-func jsonMarshal(s *Session) ([]byte, error) { return json.Marshal(s) }
+func jsonMarshal(s *Session) ([]byte, error) { return encodeSession(s) }
 
 // encode returns a session's stored form and its time to live.
 func (m *Sessions) encode(s *Session) ([]byte, time.Duration, error) {
@@ -451,6 +450,9 @@ func (m *Sessions) forgetChanges() {
 }
 
 // New returns a fresh, unsaved session with a new owner.
+// sessionIDBytes is the length of a session id: 192 random bits.
+const sessionIDBytes = 24
+
 func (m *Sessions) New() *Session {
 	now := m.now()
 	return &Session{Owner: randomToken(18), Created: now, Seen: now}
@@ -470,7 +472,7 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 		s.Owner = randomToken(18)
 	}
 	old := s.ID
-	s.ID = randomToken(32)
+	s.ID = randomToken(sessionIDBytes)
 	s.Seen = m.now()
 	if err := m.put(ctx, s); err != nil {
 		s.ID = old

@@ -148,7 +148,10 @@ func (s *Service) granted(ctx context.Context, q *Request, _ *Policy) {
 	case !q.GrantUntil.IsZero():
 		_ = store.Set(ctx, keyDuration+q.User+":"+q.Policy+":"+q.Set, []byte(q.ID), q.GrantUntil.Sub(s.now()))
 	default:
-		_ = store.Set(ctx, keyOnce+q.Binding+":"+q.Policy+":"+q.Digest, []byte(q.ID), q.UseBy.Sub(s.now()))
+		ttl := q.UseBy.Sub(s.now())
+		_ = store.Set(ctx, keyOnce+q.Binding+":"+q.Policy+":"+q.Digest, []byte(q.ID), ttl)
+		// The action's index lives as long as the approval may be used.
+		_ = store.Set(ctx, keyAction+q.Binding+":"+q.Policy+":"+q.Digest, []byte(q.ID), ttl)
 	}
 }
 
@@ -295,7 +298,11 @@ func (s *Service) Withdraw(r *http.Request, sess *stepup.Session, id string) err
 	return nil
 }
 
-// deleteIf removes a grant only while it is this request's.
+// deleteIf removes a grant only while it is this request's. (Between the
+// read and the delete a new approval of the same action could write it:
+// that one is then lost and asked for again, which fails closed.)
 func (s *Service) deleteIf(ctx context.Context, key, id string) {
-	_, _ = s.Engine.Store.CompareAndSwap(ctx, key, []byte(id), nil, time.Nanosecond)
+	if raw, err := s.Engine.Store.Get(ctx, key); err == nil && string(raw) == id {
+		_ = s.Engine.Store.Delete(ctx, key)
+	}
 }

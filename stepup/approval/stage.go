@@ -61,7 +61,7 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	digest := Digest(actionOf(r, ev.Readings), r.Host, r.URL.RequestURI(), r.Header.Get("Content-Type"), body)
 	var takes []string
 	for _, set := range riskiestPerPolicy(sets, bits) {
-		take, denial, err := st.svc.check(ev, set, digest, body)
+		once, denial, err := st.svc.check(ev, set, digest, body)
 		if err != nil {
 			return err
 		}
@@ -69,14 +69,14 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 			ev.Decision.Denial = denial
 			return nil
 		}
-		if take != "" {
-			takes = append(takes, take)
+		if once != "" {
+			takes = append(takes, once)
 		}
 	}
 	// Every policy holds: spend the once-grants, atomically. Of requests
 	// racing for one grant, one passes.
-	for _, k := range takes {
-		if denial := st.svc.use(ev, k); denial != nil {
+	for _, id := range takes {
+		if denial := st.svc.use(ev, id, digest); denial != nil {
 			ev.Decision.Denial = denial
 			return nil
 		}
@@ -158,19 +158,22 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 	}
 	binding := Binding(sess)
 	action := p.Name + ":" + digest
-	once := keyOnce + binding + ":" + action
-	if _, err := store.Get(ctx, once); err == nil {
-		return once, nil, nil
-	} else if !errors.Is(err, stepup.ErrNotFound) {
+	if id, err := store.Get(ctx, keyOnce+binding+":"+action); err == nil && len(id) > 0 {
+		return string(id), nil, nil
+	} else if err != nil && !errors.Is(err, stepup.ErrNotFound) {
 		return "", nil, err
 	}
 	if id, err := store.Get(ctx, keyAction+binding+":"+action); err == nil {
 		if q, _, err := s.Get(ctx, string(id)); err == nil {
-			switch q.Status {
-			case StatusPending:
+			switch {
+			case q.Status == StatusPending:
 				return "", s.pendingDenial(q), nil
-			case StatusDenied:
+			case q.Status == StatusDenied:
 				return "", deniedDenial(q), nil
+			case q.Status == StatusApproved && !q.UseBy.IsZero():
+				// Approved a moment ago, its grant being written: the
+				// record itself is the grant (use checks it again).
+				return q.ID, nil, nil
 			}
 		}
 	} else if !errors.Is(err, stepup.ErrNotFound) {
@@ -288,19 +291,15 @@ func deniedDenial(q *Request) *stepup.Denial {
 	return &stepup.Denial{Set: q.Set, Reason: "approval_denied", Approval: q.ID, Detail: detail, Status: http.StatusForbidden}
 }
 
-// use spends a once-grant for the request being decided: taken atomically,
-// checked against its record (still approved, in time, for this very
-// action), then the record says used.
-func (s *Service) use(ev *stepup.Evaluation, key string) *stepup.Denial {
+// use spends the once-grant of approval id for the request being decided:
+// a compare-and-swap of its record from approved to used (of requests
+// racing for one approval, one wins), checked against it (in time, this
+// session and user, this very action).
+func (s *Service) use(ev *stepup.Evaluation, id, digest string) *stepup.Denial {
 	ctx := ev.Request.Context()
-	raw, err := s.Engine.Store.Take(ctx, key)
-	if err != nil {
-		return &stepup.Denial{Reason: "approval_used", Detail: "This approval was already used.", Status: http.StatusForbidden}
-	}
-	id := string(raw)
 	var used *Request
 	q, p, err := s.update(ctx, id, func(q *Request, _ *Policy) error {
-		if q.Status != StatusApproved || !s.now().Before(q.UseBy) || q.Binding != Binding(ev.Session) || q.User != ev.Session.User {
+		if q.Status != StatusApproved || !s.now().Before(q.UseBy) || q.Binding != Binding(ev.Session) || q.User != ev.Session.User || q.Digest != digest {
 			return ErrNotApproved
 		}
 		q.Status = StatusUsed
@@ -308,8 +307,9 @@ func (s *Service) use(ev *stepup.Evaluation, key string) *stepup.Denial {
 		return nil
 	})
 	if err != nil || used == nil {
-		return &stepup.Denial{Reason: "approval_used", Detail: "This approval can no longer be used.", Status: http.StatusForbidden}
+		return &stepup.Denial{Reason: "approval_used", Detail: "This approval was already used, or can no longer be used.", Status: http.StatusForbidden}
 	}
+	s.deleteIf(ctx, keyOnce+q.Binding+":"+q.Policy+":"+q.Digest, q.ID)
 	s.Engine.Log(ev.Request, ev.Session, stepup.Record{Event: stepup.EventApprovalUsed, Set: q.Set, Result: "allowed", Approval: q.ID, Policy: q.Policy})
 	s.notify(p, q, "used", nil)
 	return nil

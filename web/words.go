@@ -26,14 +26,29 @@ func methodKey(m stepup.Method) string {
 }
 
 // tierLabel names a tier for people: its label, else what its method is
-// called ("Security code"), else its name.
+// called ("Security code"), else its name. Two tiers of one method that
+// have no labels are told apart by their names: "Password (sudo)".
 func (g *Gateway) tierLabel(l *lang, tier string) string {
+	label := g.defaultTierLabel(l, tier)
+	t, ok := g.Engine.Hierarchy.Get(tier)
+	if !ok || t.Label != "" {
+		return label
+	}
+	for _, other := range g.Engine.Hierarchy.Names() {
+		if other != tier && g.defaultTierLabel(l, other) == label {
+			return label + " (" + tier + ")"
+		}
+	}
+	return label
+}
+
+func (g *Gateway) defaultTierLabel(l *lang, tier string) string {
 	t, ok := g.Engine.Hierarchy.Get(tier)
 	if ok && t.Label != "" {
 		return t.Label
 	}
 	if m, ok := g.Engine.Method(tier, ""); ok {
-		return l.Or("tier."+m.Name(), l.Or(methodKey(m)+".title", m.Prompt("").Title))
+		return l.Or("tier."+strings.TrimPrefix(methodKey(m), "method."), l.Or(methodKey(m)+".title", m.Prompt("").Title))
 	}
 	return tier
 }

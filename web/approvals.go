@@ -30,6 +30,7 @@ type approvalView struct {
 	Approvers   []string
 	Left        string
 	Refresh     int
+	UpdatesOff  bool
 	NeedsReason bool
 	MayDecide   bool
 	TierMissing bool
@@ -151,6 +152,9 @@ func (g *Gateway) renderApproval(w http.ResponseWriter, r *http.Request, s *step
 		// The requester's page refreshes itself while it waits (no script).
 		if v.Requester && !q.NeedsJustification(p) && (q.Radius == nil || q.Radius.Status != "challenge") {
 			v.Refresh = 5
+			if r.URL.Query().Get("updates") == "off" {
+				v.Refresh, v.UpdatesOff = 0, true
+			}
 		}
 	}
 	if q.Status == approval.StatusApproved && !q.UseBy.IsZero() {

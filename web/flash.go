@@ -45,7 +45,7 @@ func (g *Gateway) setFlash(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	exp := g.Engine.Now().Add(flashTTL).Unix()
 	http.SetCookie(w, &http.Cookie{
-		Name: flashCookie, Value: id + "." + strconv.FormatInt(exp, 10) + "." + g.flashSig(id, exp),
+		Name: flashCookie, Value: id + "~" + strconv.FormatInt(exp, 10) + "~" + g.flashSig(id, exp),
 		Path: g.Engine.Prefix + "/", MaxAge: int(flashTTL.Seconds()), HttpOnly: true,
 		Secure: g.Engine.Scheme(r) == "https", SameSite: http.SameSiteLaxMode,
 	})
@@ -60,7 +60,7 @@ func (g *Gateway) takeFlash(w http.ResponseWriter, r *http.Request) string {
 	}
 	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: "", Path: g.Engine.Prefix + "/", MaxAge: -1, HttpOnly: true,
 		Secure: g.Engine.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
-	parts := strings.Split(c.Value, ".")
+	parts := strings.Split(c.Value, "~")
 	if len(parts) != 3 || !flashes[parts[0]] {
 		return ""
 	}

@@ -164,6 +164,11 @@ func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, pag
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Language", d.L.Tag)
+	if d.Refresh > 0 {
+		// A Refresh header, not a meta element, and the page offers to
+		// stop it (WCAG 2.2.1: a time limit the user can turn off).
+		w.Header().Set("Refresh", strconv.Itoa(d.Refresh))
+	}
 	w.Header().Add("Vary", "Accept-Language")
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
@@ -692,7 +697,9 @@ func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		}
 		var methods []string
 		for _, m := range e.Alternatives[name] {
-			methods = append(methods, methodTitle(l, m))
+			if how := l.Or("tier."+m.Name(), methodTitle(l, m)); how != row.Label {
+				methods = append(methods, how)
+			}
 		}
 		row.Method = strings.Join(methods, " · ")
 		held := s.Stack.Holds(e.Hierarchy, name, now, 0)

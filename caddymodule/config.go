@@ -78,8 +78,8 @@ type UIConfig struct {
 	// Corp sign-in"). Default: "Step-up authentication".
 	Title string `json:"title,omitempty"`
 	// Logo is an image file (PNG, SVG, JPEG, WebP or GIF, at most 256
-	// KiB), or a path on this site starting with "/" (such as
-	// /static/logo.svg), shown above every page.
+	// KiB) read at load when such a file exists, else a path on this site
+	// starting with "/" (such as /static/logo.svg); shown above every page.
 	Logo string `json:"logo,omitempty"`
 	// CSS is a style sheet file (at most 256 KiB) loaded after the
 	// module's own, to change colours and fonts. Keep WCAG contrast.

@@ -30,11 +30,7 @@ func (u *UIConfig) branding() (*web.Branding, error) {
 	}
 	switch logo := u.Logo; {
 	case logo == "":
-	case strings.HasPrefix(logo, "/") && !strings.HasPrefix(logo, "//") && !strings.ContainsAny(logo, "\\\"<> "):
-		b.LogoURL = logo // a path on this site: same origin, allowed by the pages' img-src 'self'
-	case strings.Contains(logo, "://"):
-		return nil, fmt.Errorf("ui: logo %q: give a file, or a path on this site such as /static/logo.svg (the pages load nothing from elsewhere)", logo)
-	default:
+	case isFile(logo):
 		typ, ok := logoTypes[strings.ToLower(filepath.Ext(logo))]
 		if !ok {
 			return nil, fmt.Errorf("ui: logo %q: want a .png, .svg, .jpg, .webp or .gif file", logo)
@@ -44,6 +40,12 @@ func (u *UIConfig) branding() (*web.Branding, error) {
 			return nil, fmt.Errorf("ui: logo: %v", err)
 		}
 		b.Logo, b.LogoType = data, typ
+	case strings.HasPrefix(logo, "/") && !strings.HasPrefix(logo, "//") && !strings.ContainsAny(logo, "\\\"<> "):
+		b.LogoURL = logo // a path on this site: same origin, allowed by the pages' img-src 'self'
+	case strings.Contains(logo, "://"):
+		return nil, fmt.Errorf("ui: logo %q: give a file, or a path on this site such as /static/logo.svg (the pages load nothing from elsewhere)", logo)
+	default:
+		return nil, fmt.Errorf("ui: logo %q: no such file; give an image file, or a path on this site such as /static/logo.svg", logo)
 	}
 	if u.CSS != "" {
 		data, err := readBrandFile(u.CSS)
@@ -69,4 +71,12 @@ func readBrandFile(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d KiB", name, maxBrandFile>>10)
 	}
 	return data, nil
+}
+
+// isFile reports whether name is a regular file: a logo given by an
+// absolute file name is read, any other path starting with "/" is a path
+// on the site.
+func isFile(name string) bool {
+	fi, err := os.Stat(name)
+	return err == nil && fi.Mode().IsRegular()
 }

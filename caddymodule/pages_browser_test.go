@@ -476,3 +476,24 @@ func TestPagesInChromiumAreAccessibleAndSayWhatHappens(t *testing.T) {
 
 	t.Logf("%d page views scanned with axe-core", a.scanned+ab.scanned)
 }
+
+// TestStepContextIsLookedUpNotTakenFromTheURL: the set a step page names
+// is found on the server, from the sets that require the tier and match
+// the path the user goes on to; a crafted link cannot make the page name
+// a set, and query text is never shown as a sentence.
+func TestStepContextIsLookedUpNotTakenFromTheURL(t *testing.T) {
+	s := startCaddy(t, pagesGlobal(t), pagesSite)
+	b := s.browser()
+	b.login("login", "/", creds("alice", "alice-pw"))
+	for _, tc := range []struct{ query, want, not string }{
+		{"tier=otp&max_age=300&return=/admin/users", "Admin area needs your security code from the last 5 minutes.", ""},
+		{"tier=otp&max_age=300&return=/elsewhere&set=admin&label=Admin+area", "This page needs your security code from the last 5 minutes.", "Admin area"},
+		{"tier=token&return=/admin/users", "This page needs your one-time code.", "Admin area"},
+		{"tier=otp&return=/%3Cb%3EPay+now%3C%2Fb%3E", "This page needs your security code.", "<b>Pay"},
+	} {
+		page := b.get("/_stepup/challenge?" + tc.query)
+		if !strings.Contains(page.body, tc.want) || (tc.not != "" && strings.Contains(page.body, tc.not)) {
+			t.Errorf("%s: want %q, not %q:\n%s", tc.query, tc.want, tc.not, page.body)
+		}
+	}
+}

@@ -6,7 +6,13 @@ BIN      := bin
 # A local --with replacement must not be looked up in the module proxy: keep
 # the configured proxy but never fall through to a direct fetch.
 PROXY    := $(shell $(GO) env GOPROXY | cut -d, -f1)|off
-APT_PKGS := wrk oathtool freeradius chromium redis-server redis-tools
+APT_PKGS := wrk oathtool freeradius chromium redis-server redis-tools nodejs
+# axe-core (npm) scans the pages in Chromium for accessibility problems;
+# installed into a cache outside the tree, found by the tests through
+# STEPUP_AXE_JS.
+AXE_VERSION   := 4.14.1
+TEST_CACHE    ?= $(HOME)/.cache/caddy-stepup
+export STEPUP_AXE_JS ?= $(TEST_CACHE)/node_modules/axe-core/axe.min.js
 
 export GOTOOLCHAIN ?= local
 
@@ -18,7 +24,7 @@ run:
 	$(GO) run ./cmd/caddy run --config Caddyfile.example
 
 # Installs Debian packages the tests need when missing (a missing one fails
-# under CI=true), and the Go modules.
+# under CI=true), the Go modules, and axe-core.
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -28,6 +34,12 @@ deps:
 		|| { echo "could not install:$$missing" >&2; exit 1; }; \
 	fi
 	$(GO) mod download
+	@if [ ! -f "$(STEPUP_AXE_JS)" ] || ! grep -q '"version": "$(AXE_VERSION)"' "$(TEST_CACHE)/node_modules/axe-core/package.json" 2>/dev/null; then \
+		echo "installing axe-core $(AXE_VERSION) into $(TEST_CACHE)"; \
+		command -v npm >/dev/null || { echo "npm is missing (Debian package npm)" >&2; exit 1; }; \
+		npm install --prefix "$(TEST_CACHE)" --no-save --no-audit --no-fund axe-core@$(AXE_VERSION) >/dev/null \
+		|| { echo "could not install axe-core $(AXE_VERSION)" >&2; exit 1; }; \
+	fi
 
 vet:
 	$(GO) vet ./...

@@ -26,6 +26,9 @@ type chrome struct {
 	base string
 }
 
+// chromeTimeout bounds a browser's whole test.
+var chromeTimeout = 90 * time.Second
+
 func startChrome(t *testing.T, s *server) *chrome {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
@@ -41,7 +44,7 @@ func startChrome(t *testing.T, s *server) *chrome {
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancelTimeout := context.WithTimeout(ctx, chromeTimeout)
 	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
 	if _, err := chromedp.Call(ctx, webauthn.Enable, webauthn.EnableParams{}); err != nil {
 		t.Fatalf("WebAuthn.enable: %v", err)

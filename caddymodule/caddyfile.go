@@ -75,6 +75,7 @@ func init() {
 //				}
 //				max_age <duration>
 //				acr     <name>
+//				label   <text>       # for people: "Security key"
 //			}
 //			session {
 //				cookie_name  <name>
@@ -85,6 +86,11 @@ func init() {
 //				per_user   <n>
 //				per_client <n>
 //				window     <duration>
+//			}
+//			ui {
+//				title <text>
+//				logo  <file>|/<path on the site>
+//				css   <file>
 //			}
 //			pending {
 //				max_body    <bytes>
@@ -154,6 +160,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			match {
 //				<any request matchers>
 //			}
+//			label   <text>           # for people: "Admin area"
 //			tier    <tier>
 //			max_age <duration>
 //			risk    low|medium|high|critical
@@ -238,6 +245,13 @@ func unmarshalTransaction(d *caddyfile.Dispenser) (Transaction, error) {
 				return t, err
 			}
 			t.MaxAge = &dur
+		case "label":
+			if err := syntax.Once(d, seen, "label"); err != nil {
+				return t, err
+			}
+			if !d.AllArgs(&t.Label) {
+				return t, d.ArgErr()
+			}
 		case "approval":
 			if err := syntax.Once(d, seen, "approval"); err != nil {
 				return t, err
@@ -300,6 +314,35 @@ func (c *Config) unmarshalSubdirective(d *caddyfile.Dispenser, seen map[string]b
 		c.StoreRaw = raw
 	case "user":
 		return true, c.unmarshalUser(d)
+	case "ui":
+		if err := syntax.Once(d, seen, name); err != nil {
+			return true, err
+		}
+		if d.NextArg() {
+			return true, d.ArgErr()
+		}
+		c.UI = new(UIConfig)
+		uiSeen := map[string]bool{}
+		return true, syntax.Block(d, func(sub string) error {
+			if err := syntax.Once(d, uiSeen, sub); err != nil {
+				return err
+			}
+			var v *string
+			switch sub {
+			case "title":
+				v = &c.UI.Title
+			case "logo":
+				v = &c.UI.Logo
+			case "css":
+				v = &c.UI.CSS
+			default:
+				return d.Errf("ui: unknown subdirective %q", sub)
+			}
+			if !d.AllArgs(v) {
+				return d.ArgErr()
+			}
+			return nil
+		})
 	case "approval":
 		a, err := unmarshalApproval(d)
 		if err != nil {
@@ -470,6 +513,10 @@ func unmarshalTier(d *caddyfile.Dispenser) (TierConfig, error) {
 			}
 		case "acr":
 			if !d.AllArgs(&t.ACR) {
+				return d.ArgErr()
+			}
+		case "label":
+			if !d.AllArgs(&t.Label) {
 				return d.ArgErr()
 			}
 		case "max_age":

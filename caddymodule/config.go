@@ -22,6 +22,7 @@ import (
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 	"github.com/caddy-stepup/caddy-stepup/stepup/approval"
 	"github.com/caddy-stepup/caddy-stepup/tiers"
+	"github.com/caddy-stepup/caddy-stepup/web"
 )
 
 // Config is the shared part of the configuration: where sessions live, who
@@ -63,6 +64,26 @@ type Config struct {
 	// Approvals are the just-in-time approval policies that transaction
 	// sets name (`approval NAME` in a set).
 	Approvals []ApprovalConfig `json:"approvals,omitempty"`
+
+	// UI brands the module's pages.
+	UI *UIConfig `json:"ui,omitempty"`
+}
+
+// UIConfig brands the pages the module serves. Files are read when the
+// configuration loads and served under the prefix (/_stepup/assets/brand/),
+// so the pages keep their strict Content-Security-Policy and load nothing
+// from elsewhere.
+type UIConfig struct {
+	// Title names the site in every page's title and header ("Example
+	// Corp sign-in"). Default: "Step-up authentication".
+	Title string `json:"title,omitempty"`
+	// Logo is an image file (PNG, SVG, JPEG, WebP or GIF, at most 256
+	// KiB) read at load when such a file exists, else a path on this site
+	// starting with "/" (such as /static/logo.svg); shown above every page.
+	Logo string `json:"logo,omitempty"`
+	// CSS is a style sheet file (at most 256 KiB) loaded after the
+	// module's own, to change colours and fonts. Keep WCAG contrast.
+	CSS string `json:"css,omitempty"`
 }
 
 // UserConfig is one user of the module's directory.
@@ -98,6 +119,9 @@ type TierConfig struct {
 	// ACR is the name used in machine-readable challenges (acr_values);
 	// default: the tier name.
 	ACR string `json:"acr,omitempty"`
+	// Label names the tier for people on the pages ("Security key",
+	// "Security code"); default: what the tier's method calls itself.
+	Label string `json:"label,omitempty"`
 }
 
 // SessionConfig configures sessions.
@@ -165,7 +189,8 @@ type built struct {
 	approvals *approval.Service
 	// users is the configuration's directory: approvers' roles for
 	// decisions made through the admin API.
-	users map[string]*UserConfig
+	users    map[string]*UserConfig
+	branding *web.Branding
 }
 
 // release closes the engine's caches; the store and the methods are guest
@@ -265,7 +290,7 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 			built = append(built, m)
 			names = append(names, m.Name())
 		}
-		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: strings.Join(names, " or "), MaxAge: time.Duration(t.MaxAge), ACR: t.ACR})
+		defs = append(defs, tiers.Tier{Name: t.Name, Base: t.Base, Method: strings.Join(names, " or "), MaxAge: time.Duration(t.MaxAge), ACR: t.ACR, Label: t.Label})
 		if _, dup := methods[t.Name]; !dup {
 			methods[t.Name], alternatives[t.Name] = built[0], built[1:]
 		}
@@ -300,6 +325,10 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		ec.Pending = stepup.PendingLimits{MaxBody: p.MaxBody, PerSession: p.PerSession, TTL: time.Duration(p.TTL), PerClient: p.PerClient, MaxTotal: p.MaxTotal}
 	}
 	if err := c.checkBounds(); err != nil {
+		b.release()
+		return nil, err
+	}
+	if b.branding, err = c.UI.branding(); err != nil {
 		b.release()
 		return nil, err
 	}

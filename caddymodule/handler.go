@@ -45,6 +45,10 @@ type Handler struct {
 type Transaction struct {
 	// Name of the set, used in audit records and challenges.
 	Name string `json:"name"`
+	// Label names the set for people: the step pages say it asked
+	// ("Admin area needs a security code from the last 5 minutes").
+	// Default: the pages say "this page" or "this action".
+	Label string `json:"label,omitempty"`
 	// MatcherSetsRaw are Caddy request matcher sets (any http.matchers
 	// module: path, method, header, remote_ip, client_ip, expression, ...).
 	// The set matches a request that matches any of them.
@@ -78,6 +82,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	var engine *stepup.Engine
 	var approvals *approval.Service
+	var branding *web.Branding
 	app, appErr := ctx.AppIfConfigured("stepup")
 	if appErr != nil && !errors.Is(appErr, caddy.ErrNotConfigured) {
 		return appErr
@@ -92,15 +97,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.built = b
 		previousHierarchies.Store("inline", b.hierarchy)
-		engine, approvals = b.engine, b.approvals
+		engine, approvals, branding = b.engine, b.approvals, b.branding
 	} else {
-		if len(h.Users) > 0 || h.Secret != "" || h.StoreRaw != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil || len(h.Approvals) > 0 {
-			return errors.New("users, secret, store, prefix, session, limits, pending and approvals belong with the tiers: in the global stepup option, or all inline")
+		if len(h.Users) > 0 || h.Secret != "" || h.StoreRaw != nil || h.Prefix != "" || h.Session != nil || h.Limits != nil || h.Pending != nil || len(h.Approvals) > 0 || h.UI != nil {
+			return errors.New("users, secret, store, prefix, session, limits, pending, approvals and ui belong with the tiers: in the global stepup option, or all inline")
 		}
 		if app == nil {
 			return errors.New("no tiers: configure the global stepup option, or give tiers in this handler")
 		}
-		engine, approvals = app.(*App).Engine(), app.(*App).built.approvals
+		engine, approvals, branding = app.(*App).Engine(), app.(*App).built.approvals, app.(*App).built.branding
 	}
 
 	sets := make([]stepup.TransactionSet, len(h.Transactions))
@@ -118,7 +123,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		ms := t.matcherSets
 		sets[i] = stepup.TransactionSet{
-			Name: t.Name, Tier: t.Tier, Risk: t.Risk, Approval: t.Approval,
+			Name: t.Name, Label: t.Label, Tier: t.Tier, Risk: t.Risk, Approval: t.Approval,
 			Match: ms.AnyMatchWithError,
 		}
 		if t.MaxAge != nil {
@@ -140,7 +145,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx); err != nil {
 		return err
 	}
-	h.gateway = &web.Gateway{Engine: engine, Policy: policy, Approvals: approvals, SetVars: setVars, LogFields: logFields, Metrics: decisionMetrics()}
+	h.gateway = &web.Gateway{Engine: engine, Policy: policy, Approvals: approvals, Branding: branding, SetVars: setVars, LogFields: logFields, Metrics: decisionMetrics()}
 	return nil
 }
 

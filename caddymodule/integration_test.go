@@ -115,7 +115,7 @@ func TestBrowserNavigationIsRedirectedToTheChallenge(t *testing.T) {
 		t.Fatalf("Location %q, want %q", got, want)
 	}
 	page := b.get(want)
-	for _, s := range []string{"Step 1 of 1", `name="username"`, `name="password"`, `name="csrf_token"`, `<meta name="csrf-token"`} {
+	for _, s := range []string{"<h1>Sign in</h1>", `name="username"`, `name="password"`, `name="csrf_token"`, `<meta name="csrf-token"`} {
 		if !strings.Contains(page.body, s) {
 			t.Errorf("challenge page lacks %q", s)
 		}
@@ -211,11 +211,11 @@ func TestChallengeWalksTheWholeChainOneStepPerPage(t *testing.T) {
 		t.Fatalf("first page: %s", r.body)
 	}
 	r = b.follow(b.stepUp(r, creds("alice", "alice-pw")))
-	if !strings.Contains(r.body, "Step 2 of 3: sudo") {
+	if !strings.Contains(r.body, "Step 2 of 3: Password (sudo)") {
 		t.Fatalf("second page: %s", r.body)
 	}
 	r = b.follow(b.stepUp(r, pw("alice-pw")))
-	if !strings.Contains(r.body, "Step 3 of 3: key") {
+	if !strings.Contains(r.body, "Step 3 of 3: Password (key)") {
 		t.Fatalf("third page: %s", r.body)
 	}
 	r = b.follow(b.stepUp(r, pw("alice-pw")))
@@ -234,7 +234,7 @@ func TestStepUpAboveAnUnheldBaseIsRefused(t *testing.T) {
 	if r.StatusCode != http.StatusSeeOther || !strings.Contains(b.location(r), "/_stepup/challenge") {
 		t.Fatalf("out-of-order step: %d %s", r.StatusCode, r.body)
 	}
-	if page := b.follow(r); !strings.Contains(page.body, "Step 2 of 3: sudo") {
+	if page := b.follow(r); !strings.Contains(page.body, "Step 2 of 3: Password (sudo)") {
 		t.Fatalf("challenge did not resume at sudo: %s", page.body)
 	}
 	if got := b.get("/vault/x"); got.StatusCode != http.StatusSeeOther {
@@ -315,7 +315,7 @@ func TestPerSetMaxAgeRequiresAFresherStepUp(t *testing.T) {
 		t.Fatalf("stricter set did not ask for a fresher step-up: %s", loc)
 	}
 	page := b.get(loc)
-	if !strings.Contains(page.body, "Step 2 of 2: sudo") {
+	if !strings.Contains(page.body, "Step 2 of 2: Password (sudo)") {
 		t.Fatalf("re-authentication at sudo not asked: %s", page.body)
 	}
 	if r := b.follow(b.stepUp(page, pw("alice-pw"))); r.StatusCode != 200 || !strings.Contains(r.body, "tiers=login,sudo") {
@@ -332,7 +332,7 @@ func TestMaxAgeZeroNeedsAStepUpForEachRequest(t *testing.T) {
 		t.Fatalf("per-request set passed without a step-up: %d %s", r.StatusCode, r.body)
 	}
 	page := b.get(b.location(r))
-	if !strings.Contains(page.body, "Step 2 of 2: sudo") {
+	if !strings.Contains(page.body, "Step 2 of 2: Password (sudo)") {
 		t.Fatalf("sudo held, but a new step-up must be asked: %s", page.body)
 	}
 	r = b.stepUp(page, pw("alice-pw"))
@@ -362,7 +362,7 @@ func TestCascadeLogoff(t *testing.T) {
 	b.login("key", "/", creds("alice", "alice-pw"), pw("alice-pw"), pw("alice-pw"))
 	status := b.get("/_stepup/")
 	for _, tier := range []string{"login", "sudo", "key"} {
-		if !strings.Contains(status.body, "Log off at "+tier) {
+		if !strings.Contains(status.body, `<input type="hidden" name="tier" value="`+tier+`">`) {
 			t.Fatalf("status page lacks logoff for %s: %s", tier, status.body)
 		}
 	}
@@ -620,7 +620,7 @@ func TestExternalIdentityFromBasicAuth(t *testing.T) {
 		t.Fatalf("external identity: %d %q", r.StatusCode, r.body)
 	}
 	page := b.get(b.location(b.get("/admin/x", "Authorization", basic("alice", "alice-basic"))), "Authorization", basic("alice", "alice-basic"))
-	if !strings.Contains(page.body, "Step 2 of 2: sudo") {
+	if !strings.Contains(page.body, "Step 2 of 2: Password") {
 		t.Fatalf("sudo step: %s", page.body)
 	}
 	form := hidden(page.body)

@@ -10,11 +10,16 @@ import (
 	"github.com/caddyserver/certmagic"
 )
 
+// userHome is the user's home before TestMain replaced it: test
+// dependencies installed by `make deps` live under it.
+var userHome string
+
 // TestMain gives the tests a home of their own: Caddy writes its config
 // autosave and instance id under the user's configuration and data
 // directories, which tests must not touch. Everything else a test writes is
 // under its t.TempDir.
 func TestMain(m *testing.M) {
+	userHome = os.Getenv("HOME")
 	if args, ok := os.LookupEnv(childCaddyEnv); ok {
 		runChildCaddy(args) // a Caddy instance of instances_test.go
 	}

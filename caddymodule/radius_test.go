@@ -71,7 +71,7 @@ func TestRADIUSStepUpThroughTheModule(t *testing.T) {
 		b := s.browser()
 		b.login("login", "/", creds("alice", "alice-pw"))
 		page := b.get(b.location(b.get("/token/x")))
-		if !strings.Contains(page.body, "Step 2 of 2: token (radius)") {
+		if !strings.Contains(page.body, "Step 2 of 2: One-time code") {
 			t.Fatalf("RADIUS step: %s", page.body)
 		}
 		bad := b.stepUp(page, url.Values{"code": {"999999"}})

@@ -111,7 +111,7 @@ func TestTOTPStepUpWithCodesFromOathtool(t *testing.T) {
 	b := s.browser()
 	b.login("login", "/", creds("alice", "alice-pw"))
 	page := b.get(b.location(b.get("/admin/x")))
-	if !strings.Contains(page.body, "Step 2 of 2: otp (totp)") || !strings.Contains(page.body, `autocomplete="one-time-code"`) {
+	if !strings.Contains(page.body, "Step 2 of 2: Security code") || !strings.Contains(page.body, `autocomplete="one-time-code"`) {
 		t.Fatalf("TOTP step page: %s", page.body)
 	}
 	bad := b.stepUp(page, url.Values{"code": {"000000"}})

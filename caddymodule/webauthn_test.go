@@ -100,7 +100,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	// Log off at key by clicking; the vault then asks for the key.
 	c.submit(`form[action="/_stepup/logout"] input[value="key"] ~ button`)
 	c.open("/vault/x")
-	c.waitText("Step 2 of 2: key (webauthn)")
+	c.waitText("Step 2 of 2: Security key")
 	c.screenshot("webauthn-challenge.png")
 	c.click(`#webauthn-start`)
 	c.waitTextStart("ok user=alice tier=key tiers=login,key")
@@ -137,7 +137,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	// script's base64url fallback encodes and decodes by hand.
 	c.logOffAt("key")
 	c.open("/vault/x")
-	c.waitText("Step 2 of 2: key")
+	c.waitText("Step 2 of 2: Security key")
 	c.withoutJSONHelpers()
 	c.click(`#webauthn-start`)
 	c.waitTextStart("ok user=alice tier=key")
@@ -146,7 +146,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	// for a new challenge; both refused.
 	c.logOffAt("key")
 	c.open("/vault/x")
-	c.waitText("Step 2 of 2: key")
+	c.waitText("Step 2 of 2: Security key")
 	out := c.eval(replayScript)
 	if out != "200,401,401" {
 		t.Fatalf("replay statuses %q, want 200,401,401", out)
@@ -170,7 +170,10 @@ func TestWebAuthnInChromium(t *testing.T) {
 		t.Fatalf("adding a key without the key tier: at %s", p)
 	}
 	c.open("/_stepup/")
-	c.submit(`button[data-key="Test key"]`)
+	// Remove asks first; only the confirmation's button removes.
+	c.submit(`a[data-key="Test key"]`)
+	c.waitText("Remove this security key?")
+	c.submit(`form[action="/_stepup/webauthn/remove"] button`)
 	if p := c.path(); !strings.HasPrefix(p, "/_stepup/challenge?") || !strings.Contains(p, "tier=key") {
 		t.Fatalf("removing a key without the key tier: at %s", p)
 	}
@@ -181,7 +184,7 @@ func TestWebAuthnInChromium(t *testing.T) {
 	c.logOffAt("login")
 	c.waitText("You are not signed in")
 	c.open("/vault/x")
-	c.waitText("Step 1 of 2: login")
+	c.waitText("Step 1 of 2: Sign-in")
 }
 
 // replayScript runs the ceremony by hand in the page: one assertion, posted
@@ -211,7 +214,7 @@ func TestWebAuthnCredentialOfAnotherUserIsRefused(t *testing.T) {
 	enrol(t, c, "bob", "bob-pw", "Bob's key", true) // the script's base64url fallback
 	c.logOffAt("key")
 	c.open("/vault/x")
-	c.waitText("Step 2 of 2: key")
+	c.waitText("Step 2 of 2: Security key")
 	// Bob's challenge, answered with Alice's key (same authenticator).
 	out := c.eval(`(async () => {
   const box = document.getElementById('webauthn');

@@ -40,6 +40,8 @@ type Engine struct {
 	// Scheme returns the scheme the client used, "http" or "https" (behind
 	// a trusted TLS-terminating proxy, the one it reports).
 	Scheme func(*http.Request) string
+	// FlashKey signs the pages' one-time notices (Keys.Flash).
+	FlashKey []byte
 
 	external     RequestIdentity // the external root method, if any
 	externalTier string
@@ -93,7 +95,7 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 		CSRF: NewCSRF(c.Keys, ""), Limiter: NewLimiter(c.Limits, c.Store),
 		KeepLimiter: NewLimiter(Limits{PerClient: c.Pending.PerClient, Window: c.Pending.TTL}, c.Store),
 		Audit:       c.Audit, Pending: c.Pending, Prefix: c.Prefix, Now: c.Now,
-		ClientIP: c.ClientIP, RequestID: c.RequestID, Scheme: c.Scheme,
+		ClientIP: c.ClientIP, RequestID: c.RequestID, Scheme: c.Scheme, FlashKey: c.Keys.Flash,
 	}
 	e.CSRF.Scheme = c.Scheme
 	e.Credentials = NewCredentialLog(c.Blobs, c.Keys)

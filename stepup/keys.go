@@ -18,6 +18,7 @@ type Keys struct {
 	CookieBlock []byte // AES-256 of the session cookie
 	CSRF        []byte // HMAC of CSRF tokens
 	Records     []byte // AES-GCM of secrets at rest (TOTP secrets)
+	Flash       []byte // HMAC of the pages' one-time notices
 }
 
 // DeriveKeys derives the purpose keys from secret.
@@ -35,6 +36,7 @@ func DeriveKeys(secret []byte) (Keys, error) {
 		CookieBlock: derive("cookie-block"),
 		CSRF:        derive("csrf"),
 		Records:     derive("records"),
+		Flash:       derive("flash"),
 	}, nil
 }
 

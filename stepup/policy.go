@@ -18,6 +18,8 @@ const MaxTransactionSets = 64
 type TransactionSet struct {
 	// Name identifies the set in audit records and challenges.
 	Name string
+	// Label names the set for people ("Admin area") on the pages.
+	Label string
 	// Match reports whether a request belongs to the set (Caddy's request
 	// matchers, adapted by the caller). An error fails the request closed.
 	Match func(*http.Request) (bool, error)

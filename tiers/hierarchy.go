@@ -26,6 +26,9 @@ type Tier struct {
 	MaxAge time.Duration
 	// ACR is the name used in machine-readable challenges; defaults to Name.
 	ACR string
+	// Label names the tier for people ("Security key"); pages fall back
+	// to a name derived from the method when it is empty.
+	Label string
 }
 
 // Sentinel errors, wrapped with the names involved.

@@ -7,7 +7,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +30,7 @@ type approvalView struct {
 	Approvers   []string
 	Left        string
 	Refresh     int
+	UpdatesOff  bool
 	NeedsReason bool
 	MayDecide   bool
 	TierMissing bool
@@ -46,6 +46,18 @@ type approvalView struct {
 	// masked; other text), when it can be shown.
 	Preview          string
 	PreviewTruncated bool
+	// SetLabel names the set for people; StatusText says the status.
+	SetLabel, StatusText string
+	l                    *lang
+}
+
+// DecisionText says a decision ("approve", "deny") in the page's language.
+func (v *approvalView) DecisionText(decision string) string {
+	switch decision {
+	case "approve", "deny":
+		return v.l.T("approval.decision_" + decision)
+	}
+	return decision
 }
 
 // approvalAnswer answers a request that a stage held for approval or
@@ -72,13 +84,13 @@ func (g *Gateway) approvalAnswer(w http.ResponseWriter, r *http.Request, d *step
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": "approval_condition_failed", "condition": d.Condition, "detail": d.Detail})
 			return nil
 		}
-		return g.renderMessage(w, r, http.StatusForbidden, "Not allowed now", d.Detail, "", "")
+		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.not_allowed_now.title"), text{Raw: d.Detail}, "", text{})
 	case d.Reason == "approval_denied":
 		if isAPI(r) {
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": "approval_denied", "id": d.Approval, "detail": d.Detail})
 			return nil
 		}
-		return g.renderMessage(w, r, http.StatusForbidden, "Denied", d.Detail, e.Prefix+"/approvals/"+d.Approval, "See the request")
+		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.denied.title"), text{Raw: d.Detail}, e.Prefix+"/approvals/"+d.Approval, tx("msg.denied.link"))
 	}
 	return errNotApproval
 }
@@ -120,7 +132,7 @@ func (g *Gateway) approvalPage(w http.ResponseWriter, r *http.Request, s *stepup
 			writeJSON(w, http.StatusNotFound, map[string]any{"error": "not_found"})
 			return nil
 		}
-		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such request, or it is not yours to see. If you are an approver, sign in first.", g.Engine.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_request"), g.Engine.Prefix+"/", tx("nav.session"))
 	}
 	if isAPI(r) {
 		writeJSON(w, http.StatusOK, approvalJSON(q, g.Engine.Prefix+"/approvals/"+q.ID))
@@ -132,16 +144,21 @@ func (g *Gateway) approvalPage(w http.ResponseWriter, r *http.Request, s *stepup
 func (g *Gateway) renderApproval(w http.ResponseWriter, r *http.Request, s *stepup.Session, q *approval.Request, p *approval.Policy, role approval.Role, errMsg string, status int) error {
 	e := g.Engine
 	now := e.Now()
-	v := &approvalView{Q: q, P: p, Requester: role == approval.RoleRequester, Approver: role == approval.RoleApprover, Approvers: p.ApproverNames(), Path: q.Method + " " + q.URI}
+	l := langOf(r)
+	v := &approvalView{Q: q, P: p, Requester: role == approval.RoleRequester, Approver: role == approval.RoleApprover, Approvers: p.ApproverNames(), Path: q.Method + " " + q.URI,
+		SetLabel: g.setLabel(q.Set), StatusText: l.T("approval.status_" + q.Status), l: l}
 	if q.Waiting() {
-		v.Left = plainDuration(q.Expires.Sub(now))
+		v.Left = l.Duration(q.Expires.Sub(now))
 		// The requester's page refreshes itself while it waits (no script).
 		if v.Requester && !q.NeedsJustification(p) && (q.Radius == nil || q.Radius.Status != "challenge") {
 			v.Refresh = 5
+			if r.URL.Query().Get("updates") == "off" {
+				v.Refresh, v.UpdatesOff = 0, true
+			}
 		}
 	}
 	if q.Status == approval.StatusApproved && !q.UseBy.IsZero() {
-		v.Left = plainDuration(q.UseBy.Sub(now))
+		v.Left = l.Duration(q.UseBy.Sub(now))
 		_, err := g.Approvals.Sendable(r.Context(), s, q.ID)
 		v.CanSend = v.Requester && q.Browser && err == nil
 	}
@@ -163,21 +180,21 @@ func (g *Gateway) renderApproval(w http.ResponseWriter, r *http.Request, s *step
 		v.TierMissing = !s.Stack.Holds(e.Hierarchy, q.ApproverTier(p), now, 0)
 		v.Draft, v.HasDraft = g.Approvals.PeekDraft(r.Context(), s.Owner, q.ID)
 	}
-	title := "Approval request"
+	title := l.T("approval.title_approver")
 	if v.Requester {
-		title = "Waiting for approval"
+		title = l.T("approval.title_waiting")
 		switch q.Status {
 		case approval.StatusApproved:
-			title = "Approved"
+			title = l.T("approval.title_approved")
 		case approval.StatusDenied:
-			title = "Denied"
+			title = l.T("approval.title_denied")
 		case approval.StatusExpired:
-			title = "Expired"
+			title = l.T("approval.title_expired")
 		case approval.StatusUsed:
-			title = "Done"
+			title = l.T("approval.title_used")
 		}
 	}
-	d := &pageData{Title: title, Error: errMsg, Approval: v}
+	d := &pageData{L: l, Title: title, Error: errMsg, Approval: v}
 	if v.Refresh > 0 {
 		d.Refresh = v.Refresh
 	}
@@ -222,15 +239,20 @@ func (g *Gateway) approvalPost(w http.ResponseWriter, r *http.Request, s *stepup
 		}
 		if err == nil {
 			g.Approvals.DropDraft(r.Context(), s.Owner, id)
+			g.setFlash(w, r, "flash.decided")
 		}
 	case form.Has("justification"):
-		q, err = g.Approvals.Justify(r, s, id, form.Get("justification"))
+		if q, err = g.Approvals.Justify(r, s, id, form.Get("justification")); err == nil {
+			g.setFlash(w, r, "flash.justified")
+		}
 	case form.Get("action") == "withdraw":
 		if err = g.Approvals.Withdraw(r, s, id); err == nil {
-			return g.renderMessage(w, r, http.StatusOK, "Request withdrawn", "Your request was withdrawn; nothing was sent.", "/", "Back to the site")
+			g.setFlash(w, r, "flash.withdrawn")
+			http.Redirect(w, r, g.Engine.Prefix+"/", http.StatusSeeOther)
+			return nil
 		}
 	default:
-		return g.renderMessage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.", "", "")
+		return g.renderMessage(w, r, http.StatusBadRequest, tx("msg.bad_request.title"), tx("msg.bad_request.body"), "", text{})
 	}
 	return g.afterApprovalAction(w, r, s, id, q, err)
 }
@@ -245,7 +267,7 @@ func (g *Gateway) afterApprovalAction(w http.ResponseWriter, r *http.Request, s 
 	q2, p, gerr := g.Approvals.Get(r.Context(), id)
 	if gerr != nil || approval.RoleOf(q2, p, s) == approval.RoleNone {
 		if errors.Is(err, approval.ErrSelfApproval) || errors.Is(err, approval.ErrNotApprover) || errors.Is(err, approval.ErrNotFound) || errors.Is(err, approval.ErrNotRequester) {
-			return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such request, or it is not yours to decide.", g.Engine.Prefix+"/", "Your session")
+			return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_request_decide"), g.Engine.Prefix+"/", tx("nav.session"))
 		}
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
@@ -253,33 +275,35 @@ func (g *Gateway) afterApprovalAction(w http.ResponseWriter, r *http.Request, s 
 	if status == http.StatusInternalServerError {
 		return &HTTPError{status, err}
 	}
-	return g.renderApproval(w, r, s, q2, p, approval.RoleOf(q2, p, s), msg, status)
+	return g.renderApproval(w, r, s, q2, p, approval.RoleOf(q2, p, s), langOf(r).T(msg), status)
 }
 
+// approvalError maps an error of a page's action to its status and the
+// message (id) that says it.
 func approvalError(err error) (int, string) {
 	switch {
 	case errors.Is(err, approval.ErrSelfApproval):
-		return http.StatusForbidden, "You cannot approve your own request."
+		return http.StatusForbidden, "approval.err.self"
 	case errors.Is(err, approval.ErrNotApprover):
-		return http.StatusForbidden, "You are not an approver of this request."
+		return http.StatusForbidden, "approval.err.not_approver"
 	case errors.Is(err, approval.ErrAlreadyDecided):
-		return http.StatusConflict, "You have already decided on this request."
+		return http.StatusConflict, "approval.err.already"
 	case errors.Is(err, approval.ErrNotPending):
-		return http.StatusConflict, "This request is no longer waiting for a decision."
+		return http.StatusConflict, "approval.err.not_pending"
 	case errors.Is(err, approval.ErrJustification):
-		return http.StatusBadRequest, "A justification is needed first."
+		return http.StatusBadRequest, "approval.err.justification"
 	case errors.Is(err, approval.ErrReasonRequired):
-		return http.StatusBadRequest, "Give a reason to break glass."
+		return http.StatusBadRequest, "approval.err.reason"
 	case errors.Is(err, approval.ErrCooldown):
-		return http.StatusTooManyRequests, "You broke glass recently; wait before doing it again, or ask an approver."
+		return http.StatusTooManyRequests, "approval.err.cooldown"
 	case errors.Is(err, approval.ErrBreakGlassDenied):
-		return http.StatusForbidden, "This policy does not allow breaking glass."
+		return http.StatusForbidden, "approval.err.no_break_glass"
 	case errors.Is(err, approval.ErrNotRequester):
-		return http.StatusForbidden, "Only the person who asked can do this."
+		return http.StatusForbidden, "approval.err.not_requester"
 	case errors.Is(err, approval.ErrNotApproved), errors.Is(err, approval.ErrOtherSession):
-		return http.StatusConflict, "This action cannot be sent from here: it is not approved, was already sent, or was asked for in another session."
+		return http.StatusConflict, "approval.err.not_sendable"
 	case errors.Is(err, approval.ErrBusy):
-		return http.StatusConflict, "The request changed meanwhile. Try again."
+		return http.StatusConflict, "approval.err.busy"
 	}
 	return http.StatusInternalServerError, ""
 }
@@ -322,6 +346,9 @@ func (g *Gateway) breakGlass(w http.ResponseWriter, r *http.Request, s *stepup.S
 		return nil
 	}
 	q, err := g.Approvals.BreakGlass(r, s, id, r.PostForm.Get("reason"))
+	if err == nil {
+		g.setFlash(w, r, "flash.broke_glass")
+	}
 	if errors.Is(err, approval.ErrApproverTier) && q != nil {
 		_, p, _ := g.Approvals.Get(r.Context(), id)
 		v := url.Values{"tier": {q.ApproverTier(p)}, "return": {g.Engine.Prefix + "/approvals/" + id}}
@@ -340,6 +367,9 @@ func (g *Gateway) radiusAnswer(w http.ResponseWriter, r *http.Request, s *stepup
 		return nil
 	}
 	q, err := g.Approvals.AnswerRadius(r, s, id, r.PostForm.Get("answer"))
+	if err == nil {
+		g.setFlash(w, r, "flash.answer_sent")
+	}
 	return g.afterApprovalAction(w, r, s, id, q, err)
 }
 
@@ -369,9 +399,10 @@ func (g *Gateway) approvalSend(w http.ResponseWriter, r *http.Request, s *stepup
 func (g *Gateway) inbox(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 	e := g.Engine
 	if s == nil || s.User == "" {
-		return g.renderMessage(w, r, http.StatusUnauthorized, "Sign in first", "Sign in to see the requests you may approve.", e.Prefix+"/challenge?"+url.Values{"tier": {e.Hierarchy.Roots()[0]}, "return": {e.Prefix + "/approvals"}}.Encode(), "Sign in")
+		return g.renderMessage(w, r, http.StatusUnauthorized, tx("msg.sign_in_first.title"), tx("msg.sign_in_first.body"), e.Prefix+"/challenge?"+url.Values{"tier": {e.Hierarchy.Roots()[0]}, "return": {e.Prefix + "/approvals"}}.Encode(), tx("status.sign_in"))
 	}
-	d := &pageData{Title: "Approvals"}
+	l := langOf(r)
+	d := &pageData{L: l, Title: l.T("inbox.title")}
 	if g.Approvals != nil {
 		all, err := g.Approvals.List(r.Context())
 		if err != nil {
@@ -381,10 +412,18 @@ func (g *Gateway) inbox(w http.ResponseWriter, r *http.Request, s *stepup.Sessio
 		for _, q := range all {
 			p := g.Approvals.Policies[q.Policy]
 			role := approval.RoleOf(q, p, s)
-			row := inboxRow{ID: q.ID, Action: q.Method + " " + pathOf(q.URI), Set: q.Set, Risk: q.Risk, Requester: q.User, Status: q.Status,
+			set := g.setLabel(q.Set)
+			if set == "" {
+				set = q.Set
+			}
+			risk := ""
+			if q.Risk != "" {
+				risk = l.T("approval.risk", "Risk", q.Risk)
+			}
+			row := inboxRow{ID: q.ID, Action: q.Method + " " + pathOf(q.URI), Set: set, Risk: risk, Requester: q.User, Status: l.T("approval.status_" + q.Status),
 				Asked: q.Created.UTC().Format("2006-01-02 15:04 UTC"), URL: e.Prefix + "/approvals/" + q.ID}
 			if q.Waiting() {
-				row.Left = plainDuration(q.Expires.Sub(now))
+				row.Left = l.Duration(q.Expires.Sub(now))
 			}
 			switch {
 			case role == approval.RoleApprover && q.Waiting():
@@ -411,27 +450,6 @@ func pathOf(uri string) string {
 	return p
 }
 
-// plainDuration says a duration in words: "4 minutes", "45 seconds".
-func plainDuration(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "no time"
-	case d < time.Minute:
-		return plural(int(d.Seconds()+0.5), "second")
-	case d < time.Hour:
-		return plural(int(d.Minutes()+0.5), "minute")
-	default:
-		return plural(int(d.Hours()+0.5), "hour")
-	}
-}
-
-func plural(n int, unit string) string {
-	if n == 1 {
-		return "1 " + unit
-	}
-	return strconv.Itoa(n) + " " + unit + "s"
-}
-
 func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request) error {
-	return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such page.", g.Engine.Prefix+"/", "Your session")
+	return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_page"), g.Engine.Prefix+"/", tx("nav.session"))
 }

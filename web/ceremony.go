@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
@@ -14,8 +13,10 @@ import (
 // maxCeremonyBody bounds a ceremony's JSON (a credential is a few KiB).
 const maxCeremonyBody = 64 << 10
 
-func jsonError(w http.ResponseWriter, status int, msg string, extra ...string) error {
-	body := map[string]any{"error": msg}
+// jsonError answers a ceremony call with a message the page's script shows
+// (in the request's language).
+func jsonError(w http.ResponseWriter, r *http.Request, status int, msg text, extra ...string) error {
+	body := map[string]any{"error": langOf(r).S(msg)}
 	for i := 0; i+1 < len(extra); i += 2 {
 		body[extra[i]] = extra[i+1]
 	}
@@ -31,12 +32,12 @@ func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *ste
 	e := g.Engine
 	m, found := e.Method(tier, method)
 	if !found || m.Name() != method {
-		_ = jsonError(w, http.StatusNotFound, "There is no such step.")
+		_ = jsonError(w, r, http.StatusNotFound, tx("json.no_such_step"))
 		return nil, p, nil, false
 	}
 	if !e.CSRF.Valid(r, r.Header.Get("X-CSRF-Token"), ownerOf(r)) {
 		e.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "csrf_token_invalid"})
-		_ = jsonError(w, http.StatusForbidden, "This page has expired. Reload it and try again.")
+		_ = jsonError(w, r, http.StatusForbidden, tx("json.page_expired"))
 		return nil, p, nil, false
 	}
 	q := r.URL.Query()
@@ -45,16 +46,16 @@ func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *ste
 	}
 	p, valid := g.parseChallenge(q)
 	if !valid || (p.target != tier && !e.Hierarchy.IsAbove(p.target, tier)) {
-		_ = jsonError(w, http.StatusBadRequest, "The step-up you asked for does not exist.")
+		_ = jsonError(w, r, http.StatusBadRequest, tx("msg.unknown_step.body"))
 		return nil, p, nil, false
 	}
 	if s == nil || s.User == "" {
-		_ = jsonError(w, http.StatusUnauthorized, "Sign in first.", "next", e.Prefix+"/challenge?"+p.query().Encode())
+		_ = jsonError(w, r, http.StatusUnauthorized, tx("json.sign_in_first"), "next", e.Prefix+"/challenge?"+p.query().Encode())
 		return nil, p, nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCeremonyBody))
 	if err != nil {
-		_ = jsonError(w, http.StatusRequestEntityTooLarge, "The request is too large.")
+		_ = jsonError(w, r, http.StatusRequestEntityTooLarge, tx("json.too_large"))
 		return nil, p, nil, false
 	}
 	return m, p, body, true
@@ -65,7 +66,7 @@ func (g *Gateway) ceremonyRequest(w http.ResponseWriter, r *http.Request, s *ste
 func (g *Gateway) persisted(w http.ResponseWriter, r *http.Request, s *stepup.Session) (*stepup.Session, bool) {
 	s, err := g.persist(w, r, s)
 	if err != nil {
-		_ = jsonError(w, http.StatusInternalServerError, "Something went wrong. Try again.")
+		_ = jsonError(w, r, http.StatusInternalServerError, tx("json.went_wrong"))
 		return nil, false
 	}
 	return s, true
@@ -73,15 +74,8 @@ func (g *Gateway) persisted(w http.ResponseWriter, r *http.Request, s *stepup.Se
 
 // unusableAddress answers a ceremony the browser cannot run on this
 // address (WebAuthn on an IP address).
-func unusableAddress(w http.ResponseWriter, m stepup.Method) error {
-	return jsonError(w, http.StatusBadRequest, upperFirst(credentialName(m))+"s cannot be used on this address. Open the site by its name, not an IP address.")
-}
-
-func upperFirst(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
+func unusableAddress(w http.ResponseWriter, r *http.Request, m stepup.Method) error {
+	return jsonError(w, r, http.StatusBadRequest, tx("json.unusable_address", "What", credentialName(langOf(r), m)))
 }
 
 // ceremonyStep serves POST /{method}/{tier}/begin and /finish: a step-up
@@ -94,19 +88,19 @@ func (g *Gateway) ceremonyStep(w http.ResponseWriter, r *http.Request, s *stepup
 	}
 	m, ok := mm.(stepup.Ceremony)
 	if !ok {
-		return jsonError(w, http.StatusNotFound, "There is no such step.")
+		return jsonError(w, r, http.StatusNotFound, tx("json.no_such_step"))
 	}
 	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
 	}
 	now := e.Now()
 	if t, _ := e.Hierarchy.Get(tier); t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, now, 0) {
-		return jsonError(w, http.StatusConflict, "Your sign-in for the previous step has expired.", "next", e.Prefix+"/challenge?"+p.query().Encode())
+		return jsonError(w, r, http.StatusConflict, tx("json.base_expired"), "next", e.Prefix+"/challenge?"+p.query().Encode())
 	}
 	ip := e.ClientIP(r)
 	if e.Limiter.Blocked(r.Context(), method, s.User, ip) {
 		e.Log(r, s, stepup.Record{Event: stepup.EventRateLimited, Tier: tier, Result: "refused", Reason: "too_many_failures", AuthMethod: method})
-		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		return jsonError(w, r, http.StatusTooManyRequests, tx("json.too_many"))
 	}
 	switch action {
 	case "begin":
@@ -114,10 +108,10 @@ func (g *Gateway) ceremonyStep(w http.ResponseWriter, r *http.Request, s *stepup
 		if errors.Is(err, stepup.ErrNoCredentials) {
 			q := p.query()
 			q.Set("step", tier)
-			return jsonError(w, http.StatusConflict, "No "+credentialName(mm)+" is registered for your account.", "next", e.Prefix+"/enroll/"+method+"?"+q.Encode())
+			return jsonError(w, r, http.StatusConflict, tx("json.none_registered", "What", credentialName(langOf(r), mm)), "next", e.Prefix+"/enroll/"+method+"?"+q.Encode())
 		}
 		if errors.Is(err, stepup.ErrUnusableAddress) {
-			return unusableAddress(w, mm)
+			return unusableAddress(w, r, mm)
 		}
 		if err != nil {
 			return &HTTPError{http.StatusInternalServerError, err}
@@ -129,7 +123,7 @@ func (g *Gateway) ceremonyStep(w http.ResponseWriter, r *http.Request, s *stepup
 		})
 		return g.ceremonyAnswer(w, r, mm, p, res, err)
 	}
-	return jsonError(w, http.StatusNotFound, "Not found.")
+	return jsonError(w, r, http.StatusNotFound, tx("json.not_found"))
 }
 
 // ceremonyAnswer answers the finish of a ceremony in JSON.
@@ -137,7 +131,7 @@ func (g *Gateway) ceremonyAnswer(w http.ResponseWriter, r *http.Request, m stepu
 	e := g.Engine
 	switch {
 	case errors.Is(err, stepup.ErrUnusableAddress):
-		return unusableAddress(w, m)
+		return unusableAddress(w, r, m)
 	case err != nil:
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
@@ -147,11 +141,11 @@ func (g *Gateway) ceremonyAnswer(w http.ResponseWriter, r *http.Request, m stepu
 	case stepup.StepDone, stepup.StepSuperseded:
 		return writeJSONOK(w, map[string]string{"next": next})
 	case stepup.StepBaseMissing:
-		return jsonError(w, http.StatusConflict, "Your sign-in for the previous step has expired.", "next", next)
+		return jsonError(w, r, http.StatusConflict, tx("json.base_expired"), "next", next)
 	case stepup.StepRateLimited, stepup.StepBusy:
-		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		return jsonError(w, r, http.StatusTooManyRequests, tx("json.too_many"))
 	}
-	return jsonError(w, http.StatusUnauthorized, res.Outcome.Message)
+	return jsonError(w, r, http.StatusUnauthorized, text{Raw: outcomeMessage(langOf(r), m, res.Outcome)})
 }
 
 // ceremonyEnrolPage serves GET /enroll/{method} for a method that
@@ -166,7 +160,7 @@ func (g *Gateway) ceremonyEnrolPage(w http.ResponseWriter, r *http.Request, s *s
 	mm, _ := e.Method(step, method)
 	m, ok := mm.(stepup.CeremonyEnroller)
 	if !ok || mm.Name() != method {
-		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
+		return g.noSuchSetup(w, r)
 	}
 	p, _, ok, err := g.enrolWalk(w, r, s, m, step, v)
 	if !ok {
@@ -174,9 +168,14 @@ func (g *Gateway) ceremonyEnrolPage(w http.ResponseWriter, r *http.Request, s *s
 	}
 	q := p.query()
 	q.Set("step", step)
-	text := m.RegistrationText()
-	d := &pageData{Title: text.Title, Tier: step, Return: p.ret, Registration: text,
+	rt := m.RegistrationText()
+	l := langOf(r)
+	k := "method." + method + ".register."
+	d := &pageData{L: l, Tier: step, Return: p.ret,
+		Heading: l.Or(k+"title", rt.Title), Help: l.Or(k+"help", rt.Help), NameLabel: l.Or(k+"name_label", rt.NameLabel),
+		DefaultName: l.Or(k+"default_name", rt.DefaultName), Submit: l.Or(k+"submit", rt.Submit), ScriptText: scriptText(l),
 		CeremonyBegin: e.Prefix + "/enroll/" + method + "/begin?" + q.Encode(), CeremonyFinish: e.Prefix + "/enroll/" + method + "/finish?" + q.Encode()}
+	g.enrolProgress(l, d, step, p)
 	return g.render(w, r, http.StatusOK, "enroll_ceremony", d)
 }
 
@@ -187,7 +186,7 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	if step == "" {
 		steps := g.tiersUsing(method)
 		if len(steps) != 1 {
-			return jsonError(w, http.StatusBadRequest, "Name the step to register for.")
+			return jsonError(w, r, http.StatusBadRequest, tx("json.name_step"))
 		}
 		step = steps[0]
 	}
@@ -197,7 +196,7 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	}
 	m, ok := mm.(stepup.CeremonyEnroller)
 	if !ok {
-		return jsonError(w, http.StatusNotFound, "There is no such set-up.")
+		return jsonError(w, r, http.StatusNotFound, tx("msg.no_such_setup"))
 	}
 	if s, ok = g.persisted(w, r, s); !ok {
 		return nil
@@ -210,16 +209,16 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 	case stepup.EnrolNeedBase:
 		q := p.query()
 		q.Set("tier", step)
-		return jsonError(w, http.StatusConflict, "Step up first.", "next", e.Prefix+"/challenge?"+q.Encode())
+		return jsonError(w, r, http.StatusConflict, tx("json.step_up_first"), "next", e.Prefix+"/challenge?"+q.Encode())
 	case stepup.EnrolNeedTier:
-		return jsonError(w, http.StatusConflict, "Confirm this step with what you already have first.", "next", g.freshStepURL(need, g.enrolPageURL(m, step, p)))
+		return jsonError(w, r, http.StatusConflict, tx("json.confirm_first"), "next", g.freshStepURL(need, g.enrolPageURL(m, step, p)))
 	case stepup.EnrolRefused:
 		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
-		return jsonError(w, http.StatusForbidden, upperFirst(credentialName(mm))+"s for this step are registered by your administrator.")
+		return jsonError(w, r, http.StatusForbidden, tx("json.admin_registers"))
 	}
 	ip := e.ClientIP(r)
 	if e.Limiter.Blocked(r.Context(), method, s.User, ip) {
-		return jsonError(w, http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
+		return jsonError(w, r, http.StatusTooManyRequests, tx("json.too_many"))
 	}
 	switch action {
 	case "begin":
@@ -228,24 +227,27 @@ func (g *Gateway) ceremonyEnrol(w http.ResponseWriter, r *http.Request, s *stepu
 		}
 		if len(body) > 0 {
 			if err := json.Unmarshal(body, &req); err != nil {
-				return jsonError(w, http.StatusBadRequest, "The request could not be read.")
+				return jsonError(w, r, http.StatusBadRequest, tx("json.unreadable"))
 			}
 		}
 		opts, err := m.BeginRegistration(r, step, s.Owner, s.User, req.Nickname)
 		if errors.Is(err, stepup.ErrUnusableAddress) {
-			return unusableAddress(w, mm)
+			return unusableAddress(w, r, mm)
 		}
 		if err != nil {
-			return jsonError(w, http.StatusBadRequest, "Choose a name of at most 64 characters.")
+			return jsonError(w, r, http.StatusBadRequest, tx("json.name_too_long"))
 		}
 		return writeRawJSON(w, opts)
 	case "finish":
 		res, err := e.CeremonyEnrol(w, r, s, m, stepup.Step{Tier: step, Pending: p.pending, Target: p.target}, func() (*stepup.Outcome, error) {
 			return m.FinishRegistration(r, step, s.Owner, s.User, body)
 		})
+		if err == nil && res.Kind == stepup.StepDone && g.hasPrefixPath(p.ret) {
+			g.setFlash(w, r, "flash.key_added")
+		}
 		return g.ceremonyAnswer(w, r, mm, p, res, err)
 	}
-	return jsonError(w, http.StatusNotFound, "Not found.")
+	return jsonError(w, r, http.StatusNotFound, tx("json.not_found"))
 }
 
 // credentialRemove serves POST /{method}/remove (form: csrf_token, step,
@@ -261,7 +263,7 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 	mm, _ := e.Method(step, method)
 	m, ok := mm.(stepup.CredentialKeeper)
 	if !ok || mm.Name() != method || s == nil || s.User == "" {
-		return g.renderMessage(w, r, http.StatusBadRequest, "Not possible", "There is no such credential.", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusBadRequest, tx("msg.not_possible.title"), tx("msg.no_such_credential"), e.Prefix+"/", tx("nav.session"))
 	}
 	// The last one stays while the administrator registers them: refused
 	// whatever the user holds.
@@ -269,10 +271,9 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	name := credentialName(mm)
+	name := credentialName(langOf(r), mm)
 	if len(creds) == 1 && creds[0].ID == id && g.adminRegisters(method) {
-		return g.renderMessage(w, r, http.StatusConflict, "Last "+name,
-			"This is your only "+name+", and new ones are registered by your administrator. Ask them before removing it.", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusConflict, tx("msg.last_credential.title", "What", name), tx("msg.last_credential.body", "What", name), e.Prefix+"/", tx("nav.session"))
 	}
 	// Removing a credential is a credential change: it needs every tier
 	// the method's credentials reach held and fresh, as adding one does.
@@ -294,11 +295,41 @@ func (g *Gateway) credentialRemove(w http.ResponseWriter, r *http.Request, s *st
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
 	if !removed {
-		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such "+name+".", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_credential"), e.Prefix+"/", tx("nav.session"))
 	}
 	e.CredentialChanged(r.Context(), func(rec stepup.Record) { e.Log(r, s, rec) }, s.User, stepup.ChangeRemove, step, method)
+	g.setFlash(w, r, "flash.key_removed")
 	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
 	return nil
+}
+
+// credentialRemovePage asks before removing a credential: the session
+// page's Remove leads here, and only the button here removes it.
+func (g *Gateway) credentialRemovePage(w http.ResponseWriter, r *http.Request, s *stepup.Session, method string) error {
+	e := g.Engine
+	l := langOf(r)
+	q := r.URL.Query()
+	step, id := q.Get("step"), q.Get("id")
+	mm, _ := e.Method(step, method)
+	m, ok := mm.(stepup.CredentialKeeper)
+	if !ok || mm.Name() != method || s == nil || s.User == "" {
+		return g.renderMessage(w, r, http.StatusBadRequest, tx("msg.not_possible.title"), tx("msg.no_such_credential"), e.Prefix+"/", tx("nav.session"))
+	}
+	creds, err := m.CredentialList(r.Context(), s.User)
+	if err != nil {
+		return &HTTPError{http.StatusInternalServerError, err}
+	}
+	for _, c := range creds {
+		if c.ID != id {
+			continue
+		}
+		what := credentialName(l, mm)
+		d := &pageData{L: l, Title: l.T("remove.title", "What", what), Notice: l.T("remove.body", "Name", c.Name, "What", what),
+			Confirm: &confirmForm{Action: e.Prefix + "/" + method + "/remove", Submit: l.T("remove.submit"), Back: l.T("action.keep"), BackURL: e.Prefix + "/",
+				Danger: true, Fields: []input{{Name: "step", Value: step}, {Name: "id", Value: id}}}}
+		return g.render(w, r, http.StatusOK, "message", d)
+	}
+	return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_credential"), e.Prefix+"/", tx("nav.session"))
 }
 
 // adminRegisters reports whether some tier using the method does not let
@@ -316,8 +347,8 @@ func (g *Gateway) adminRegisters(method string) bool {
 
 // keyRow is a registered credential on the status page.
 type keyRow struct {
-	Method, Step, ID, Nickname, Created, LastUsed string
-	Removable                                     bool
+	Method, Step, ID, Nickname, Created, LastUsed, RemoveURL string
+	Removable                                                bool
 }
 
 // credentialRows lists the user's credentials of methods that keep several,
@@ -338,7 +369,8 @@ func (g *Gateway) credentialRows(r *http.Request, s *stepup.Session) []keyRow {
 				continue
 			}
 			for _, c := range creds {
-				row := keyRow{Method: mm.Name(), Step: name, ID: c.ID, Nickname: c.Name, Created: c.Created.UTC().Format("2006-01-02 15:04 UTC"), LastUsed: "never"}
+				row := keyRow{Method: mm.Name(), Step: name, ID: c.ID, Nickname: c.Name, Created: c.Created.UTC().Format("2006-01-02 15:04 UTC"), LastUsed: langOf(r).T("status.key_never"),
+					RemoveURL: g.Engine.Prefix + "/" + mm.Name() + "/remove?" + url.Values{"step": {name}, "id": {c.ID}}.Encode()}
 				if !c.LastUsed.IsZero() {
 					row.LastUsed = c.LastUsed.UTC().Format("2006-01-02 15:04 UTC")
 				}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
@@ -35,9 +34,8 @@ func (g *Gateway) needsEnrolment(w http.ResponseWriter, r *http.Request, s *step
 		return true, nil
 	}
 	g.Engine.Log(r, s, stepup.Record{Event: stepup.EventDenied, Tier: tier, Result: "refused", Reason: "not_enrolled"})
-	return true, g.renderMessage(w, r, http.StatusForbidden, "Set-up needed",
-		"This step needs "+withArticle(credentialName(m))+", and none is set up for your account. Ask your administrator to set one up for you.",
-		g.Engine.Prefix+"/", "Your session")
+	return true, g.renderMessage(w, r, http.StatusForbidden, tx("msg.setup_needed.title"),
+		tx("msg.setup_needed.body", "What", credentialName(langOf(r), m)), g.Engine.Prefix+"/", tx("nav.session"))
 }
 
 // enrolForm serves /enroll/{method} for a method that sets its credential
@@ -61,7 +59,7 @@ func (g *Gateway) enrolForm(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	mm, _ := e.Method(step, method)
 	m, ok := mm.(stepup.FormEnroller)
 	if !ok || mm.Name() != method {
-		return g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
+		return g.noSuchSetup(w, r)
 	}
 	p, _, ok, err := g.enrolWalk(w, r, s, m, step, v)
 	if !ok {
@@ -75,16 +73,19 @@ func (g *Gateway) enrolForm(w http.ResponseWriter, r *http.Request, s *stepup.Se
 		res, err := e.EnrolWithForm(w, r, s, m, stepup.Step{Tier: step, Pending: p.pending, Target: p.target}, r.PostForm)
 		switch {
 		case errors.Is(err, stepup.ErrEnrolmentExpired):
-			return g.showFormEnrolment(w, r, s, m, method, p, step, "That set-up expired. Start again with what is shown below.", http.StatusUnauthorized)
+			return g.showFormEnrolment(w, r, s, m, method, p, step, langOf(r).T("enrol.expired"), http.StatusUnauthorized)
 		case err != nil:
 			return &HTTPError{http.StatusInternalServerError, err}
 		}
 		setSession(r, res.Session)
 		switch res.Kind {
 		case stepup.StepRateLimited:
-			return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many attempts", "Too many failed attempts from your network. Try again later.", "", "")
+			return g.renderMessage(w, r, http.StatusTooManyRequests, tx("msg.too_many_attempts.title"), tx("msg.too_many_attempts.body"), "", text{})
 		case stepup.StepRejected:
-			return g.showFormEnrolment(w, r, s, m, method, p, step, res.Outcome.Message, http.StatusUnauthorized)
+			return g.showFormEnrolment(w, r, s, m, method, p, step, outcomeMessage(langOf(r), mm, res.Outcome), http.StatusUnauthorized)
+		}
+		if g.hasPrefixPath(p.ret) {
+			g.setFlash(w, r, "flash.app_set_up")
 		}
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
@@ -92,19 +93,8 @@ func (g *Gateway) enrolForm(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	return g.showFormEnrolment(w, r, s, m, method, p, step, "", http.StatusOK)
 }
 
-// credentialName names a method's credential for people.
-func credentialName(m stepup.Method) string {
-	if n, ok := m.(stepup.CredentialNamer); ok {
-		return n.CredentialName()
-	}
-	return "credential"
-}
-
-func withArticle(noun string) string {
-	if noun != "" && strings.ContainsRune("aeiou", rune(noun[0])) {
-		return "an " + noun
-	}
-	return "a " + noun
+func (g *Gateway) noSuchSetup(w http.ResponseWriter, r *http.Request) error {
+	return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_setup"), g.Engine.Prefix+"/", tx("nav.session"))
 }
 
 // tiersUsing lists the tiers whose method has the name, in hierarchy order.
@@ -129,14 +119,15 @@ func (g *Gateway) enrolStep(w http.ResponseWriter, r *http.Request, v url.Values
 	steps := g.tiersUsing(method)
 	switch len(steps) {
 	case 0:
-		return "", true, g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such set-up.", e.Prefix+"/", "Your session")
+		return "", true, g.noSuchSetup(w, r)
 	case 1:
 		v.Set("step", steps[0])
 		return steps[0], false, nil
 	}
-	d := &pageData{Title: "Choose what to set up", Notice: "Several steps use this kind of sign-in. Which one do you want to set up?"}
+	l := langOf(r)
+	d := &pageData{L: l, Title: l.T("enrol.choose.title"), Notice: l.T("enrol.choose.body")}
 	for _, step := range steps {
-		d.Choices = append(d.Choices, choice{Label: step, URL: e.Prefix + "/enroll/" + method + "?" + url.Values{"step": {step}}.Encode()})
+		d.Choices = append(d.Choices, choice{Label: g.tierLabel(l, step), URL: e.Prefix + "/enroll/" + method + "?" + url.Values{"step": {step}}.Encode()})
 	}
 	return "", true, g.render(w, r, http.StatusOK, "message", d)
 }
@@ -151,7 +142,7 @@ func (g *Gateway) enrolWalk(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	}
 	p, ok := g.parseChallenge(v)
 	if !ok || (p.target != step && !e.Hierarchy.IsAbove(p.target, step)) {
-		return p, 0, false, g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+		return p, 0, false, g.unknownStep(w, r)
 	}
 	perm, ok, err := g.mayEnrol(w, r, s, m, step, p)
 	return p, perm, ok, err
@@ -179,8 +170,7 @@ func (g *Gateway) mayEnrol(w http.ResponseWriter, r *http.Request, s *stepup.Ses
 		return perm, false, nil
 	}
 	e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: step, Result: "refused", Reason: "self_enrolment_disabled"})
-	return perm, false, g.renderMessage(w, r, http.StatusForbidden, "Set-up not available",
-		"Credentials for this step are set up by your administrator. Ask them to set one up for you.", e.Prefix+"/", "Your session")
+	return perm, false, g.renderMessage(w, r, http.StatusForbidden, tx("msg.setup_unavailable.title"), tx("msg.setup_unavailable.body"), e.Prefix+"/", tx("nav.session"))
 }
 
 // freshStepURL is the challenge that reaches step freshly enough to change
@@ -202,10 +192,24 @@ func (g *Gateway) showFormEnrolment(w http.ResponseWriter, r *http.Request, s *s
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
+	l := langOf(r)
+	mm := m.(stepup.Method)
+	k := "method." + method + ".enrol."
 	d := &pageData{
-		Title: view.Title, Error: errMsg, Tier: step, Target: p.target, Return: p.ret, Pending: p.pending,
+		L: l, Error: errMsg, Tier: step, Target: p.target, Return: p.ret, Pending: p.pending,
 		Enrolment: view, EnrolAction: g.Engine.Prefix + "/enroll/" + method,
+		Heading: l.Or(k+"title", view.Title), Help: l.Or(k+"help", view.Help), ImageAlt: l.Or(k+"image_alt", view.ImageAlt),
+		SecretLabel: l.Or(k+"secret_label", view.SecretLabel), Details: view.Details, EnrolNotice: l.Or(k+"notice", view.Notice),
+		Submit: l.Or(k+"submit", view.Prompt.Submit),
 	}
+	if view.Notice == "" {
+		d.EnrolNotice = ""
+	}
+	d.Inputs = inputs(l, mm, view.Prompt.Fields, nil)
+	for i := range d.Inputs {
+		d.Inputs[i].Label = l.Or(k+"field."+d.Inputs[i].Name, d.Inputs[i].Label)
+	}
+	g.enrolProgress(l, d, step, p)
 	if view.ImageAlt != "" {
 		d.ImageURL = g.Engine.Prefix + "/enroll/" + method + "/qr.png?" + url.Values{"step": {step}}.Encode()
 	}
@@ -213,6 +217,41 @@ func (g *Gateway) showFormEnrolment(w http.ResponseWriter, r *http.Request, s *s
 		d.MaxAge = strconv.Itoa(int(p.maxAge.Seconds()))
 	}
 	return g.render(w, r, status, "enroll_form", d)
+}
+
+// enrolProgress says where an enrolment page is in its walk, its title,
+// and where Cancel goes: back to the session page it came from, or to
+// discarding the walk's kept request.
+func (g *Gateway) enrolProgress(l *lang, d *pageData, step string, p challengeParams) {
+	chain, _ := g.Engine.Hierarchy.Chain(p.target)
+	for i, name := range chain {
+		if name == step && len(chain) > 1 {
+			d.StepText = l.T("enrol.n_of_m", "Step", i+1, "Steps", len(chain), "Tier", g.tierLabel(l, step))
+		}
+	}
+	d.Title = d.Heading
+	if d.StepText != "" {
+		d.Title = d.StepText
+	}
+	d.CancelURL = g.cancelURL(p, "")
+}
+
+// cancelURL is where a walk's Cancel goes: a kept request is discarded
+// (after a confirmation), a walk from the session page goes back there,
+// anything else to the site's home.
+func (g *Gateway) cancelURL(p challengeParams, here string) string {
+	e := g.Engine
+	switch {
+	case p.pending != "":
+		q := url.Values{"return": {p.ret}}
+		if here != "" {
+			q.Set("then", here)
+		}
+		return e.Prefix + "/cancel/" + p.pending + "?" + q.Encode()
+	case g.hasPrefixPath(p.ret):
+		return p.ret
+	}
+	return "/"
 }
 
 // enrolImage serves the image (a QR code) of the session's waiting

@@ -19,8 +19,7 @@ func (g *Gateway) enrolLink(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	link, err := e.EnrolLinkOf(r.Context(), token)
 	if errors.Is(err, stepup.ErrEnrolLinkInvalid) {
 		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Result: "refused", Reason: "enrolment_link_invalid"})
-		return g.renderMessage(w, r, http.StatusGone, "Link not valid",
-			"This set-up link is no longer valid: it was used already, or it expired. Ask your administrator for a new one.", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusGone, tx("msg.link_invalid.title"), tx("msg.link_invalid.body"), e.Prefix+"/", tx("nav.session"))
 	}
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
@@ -29,8 +28,7 @@ func (g *Gateway) enrolLink(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	signedIn := s != nil && s.User != ""
 	if signedIn && s.User != link.User {
 		e.Log(r, s, stepup.Record{Event: stepup.EventEnroll, Tier: link.Tier, AuthMethod: link.Method, Result: "refused", Reason: "enrolment_link_other_user"})
-		return g.renderMessage(w, r, http.StatusForbidden, "Not your link",
-			"This set-up link was made for another account. Sign out and open it signed in as the account it is for.", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.link_other_user.title"), tx("msg.link_other_user.body"), e.Prefix+"/", tx("nav.session"))
 	}
 	if !signedIn || (t.Base != "" && !s.Stack.Holds(e.Hierarchy, t.Base, e.Now(), 0)) {
 		need := t.Base
@@ -47,8 +45,7 @@ func (g *Gateway) enrolLink(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	}
 	if _, err := e.OpenEnrolLink(r.Context(), s, token); err != nil {
 		if errors.Is(err, stepup.ErrEnrolLinkInvalid) || errors.Is(err, stepup.ErrEnrolLinkOtherUser) {
-			return g.renderMessage(w, r, http.StatusGone, "Link not valid",
-				"This set-up link is no longer valid. Ask your administrator for a new one.", e.Prefix+"/", "Your session")
+			return g.renderMessage(w, r, http.StatusGone, tx("msg.link_invalid.title"), tx("msg.link_no_longer_valid"), e.Prefix+"/", tx("nav.session"))
 		}
 		return &HTTPError{http.StatusInternalServerError, err}
 	}

@@ -37,6 +37,8 @@ type Gateway struct {
 	// Approvals serves the approval pages and decides approvals (nil when
 	// no policy is configured).
 	Approvals *approval.Service
+	// Branding is the operator's title, logo and style sheet (nil: none).
+	Branding *Branding
 	// SetVars publishes the placeholder values (stepup.VarUser, ...) of a request
 	// that passes (to Caddy's replacer).
 	SetVars func(r *http.Request, v *stepup.Vars)
@@ -184,6 +186,7 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 		g.SetVars(r, v)
 	}
 	e.StripCookies(r)
+	stripFlash(r)
 	return next.ServeHTTP(w, r)
 }
 
@@ -222,7 +225,7 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 			writeJSON(w, status, map[string]any{"error": "access_denied", "reason": d.Denial.Reason, "detail": d.Denial.Detail})
 			return nil
 		}
-		return g.renderMessage(w, r, status, "Not allowed", d.Denial.Detail, "", "")
+		return g.renderMessage(w, r, status, tx("msg.not_allowed.title"), text{Raw: d.Denial.Detail}, "", text{})
 	}
 	m := d.Missing
 	e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: m.Set, Tier: m.Tier, Result: "step_up_required", Reason: "tier_missing"})
@@ -246,21 +249,18 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 	pr, _, err := e.KeepRequest(w, r, ev.Session, m)
 	switch {
 	case errors.Is(err, stepup.ErrCrossSite):
-		return g.renderMessage(w, r, http.StatusForbidden, "Start again from the site",
-			"This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", "/", "Go to the site")
+		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.cross_site.title"), tx("msg.cross_site.body"), "/", tx("nav.site"))
 	case errors.Is(err, stepup.ErrKeepBudget):
-		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests are waiting for a step-up. Try again later.", "", "")
+		return g.renderMessage(w, r, http.StatusTooManyRequests, tx("msg.keep_budget.title"), tx("msg.keep_budget.body"), "", text{})
 	case errors.Is(err, stepup.ErrBodyTooLarge):
 		q.Set("return", returnFor(r, e.Prefix))
-		return g.renderMessage(w, r, http.StatusRequestEntityTooLarge, "Step-up needed",
-			"This action needs a stronger sign-in, and the data you sent is too large to hold while you do. Step up first, then send it again.",
-			e.Prefix+"/challenge?"+q.Encode(), "Step up")
+		return g.renderMessage(w, r, http.StatusRequestEntityTooLarge, tx("msg.too_large.title"), tx("msg.too_large.body"),
+			e.Prefix+"/challenge?"+q.Encode(), tx("msg.step_up"))
 	case errors.Is(err, stepup.ErrKeptBytesFull):
-		return g.renderMessage(w, r, http.StatusServiceUnavailable, "Busy",
-			"Too many actions are waiting for a step-up right now. Step up first, then send it again.",
-			e.Prefix+"/challenge?"+q.Encode(), "Step up")
+		return g.renderMessage(w, r, http.StatusServiceUnavailable, tx("msg.busy.title"), tx("msg.busy.body"),
+			e.Prefix+"/challenge?"+q.Encode(), tx("msg.step_up"))
 	case errors.Is(err, stepup.ErrTooManyPending):
-		return g.renderMessage(w, r, http.StatusTooManyRequests, "Too many held requests", "Too many of your requests are waiting for a step-up. Finish or discard them first.", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusTooManyRequests, tx("msg.too_many_pending.title"), tx("msg.too_many_pending.body"), e.Prefix+"/", tx("nav.session"))
 	case err != nil:
 		return &HTTPError{http.StatusInternalServerError, err}
 	}

@@ -49,6 +49,16 @@ type pageData struct {
 	Error, Notice       string
 	Link, LinkText      string
 	Choices             []choice
+	// Confirm is a confirmation form on a message page (a key's removal,
+	// signing out): a second step that needs no script.
+	Confirm *confirmForm
+
+	// L says the page's words in the request's language; the branding
+	// and the one-time notice of the last action.
+	L                            *lang
+	SiteTitle, LogoURL, BrandCSS string
+	Flash                        string
+
 	// step page: the method shown, and the tier's other methods
 	Via          string
 	Alternatives []choice
@@ -56,30 +66,43 @@ type pageData struct {
 	// step page
 	Chain       []chainStep
 	Step, Steps int
+	StepText    string
+	Heading     string
+	Help        string
+	Submit      string
+	Inputs      []input
+	ScriptText  []input
 	Tier        string
-	TierLabel   string
 	Target      string
 	Return      string
 	MaxAge      string
 	Pending     string
+	SetName     string
 	State       string
 	RoundPrompt string
 	Prompt      stepup.Prompt
+	// what asked for the step, and why; where the user goes on to
+	Asked, AskedPath      string
+	KeptForm              bool
+	SignOutURL, CancelURL string
+
 	PendingReq  *stepup.PendingRequest
 	Fields      []stepup.FormField
 	MoreFields  int
 	IsForm      bool
-	Changes     []changeRow
+	Changes     []string
 	User, Roles string
 	Tiers       []tierRow
-	Roots       []string
+	RootLinks   []choice
+	SignOutTier string
 
 	// form enrolment page
-	Enrolment   *stepup.EnrolmentView
-	EnrolAction string
-	ImageURL    string
-	// ceremony enrolment page
-	Registration stepup.RegistrationText
+	Enrolment              *stepup.EnrolmentView
+	EnrolAction            string
+	ImageURL, ImageAlt     string
+	SecretLabel, Details   string
+	EnrolNotice            string
+	NameLabel, DefaultName string
 
 	// ceremonies, and credentials of methods that keep several
 	CeremonyBegin, CeremonyFinish string
@@ -92,14 +115,30 @@ type pageData struct {
 	Refresh       int
 }
 
-type chainStep struct{ Label, State string }
+// confirmForm is the form of a confirmation page.
+type confirmForm struct {
+	Action, Submit, Back, BackURL string
+	Fields                        []input
+	Danger                        bool
+}
+
+// input is one input of a form (or one name, value pair).
+type input struct {
+	Name, Label, Type, Autocomplete, InputMode, Value string
+	Focus                                             bool
+}
+
+type chainStep struct{ Label, State, StateText string }
 
 // choice is one of several pages a user may go on to.
 type choice struct{ Label, URL string }
 
 type tierRow struct {
-	Name, Base, Method, Left string
-	Held, CanReach           bool
+	Name, Label, BaseLabel, Method, Left string
+	Held, CanReach                       bool
+	// Stricter says where a transaction set asks for the tier again
+	// sooner than it lapses.
+	Stricter []string
 	// Enrol links to setting up (or replacing) the tier's credentials.
 	Enrol []choice
 }
@@ -115,8 +154,22 @@ func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, pag
 	}
 	d.CSRF = g.Engine.CSRF.Token(w, r, ownerOf(r))
 	d.Prefix = g.Engine.Prefix
+	if d.L == nil {
+		d.L = langOf(r)
+	}
+	g.brand(d)
+	if id := g.takeFlash(w, r); id != "" {
+		d.Flash = d.L.T(id)
+	}
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Language", d.L.Tag)
+	if d.Refresh > 0 {
+		// A Refresh header, not a meta element, and the page offers to
+		// stop it (WCAG 2.2.1: a time limit the user can turn off).
+		w.Header().Set("Refresh", strconv.Itoa(d.Refresh))
+	}
+	w.Header().Add("Vary", "Accept-Language")
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return nil
@@ -124,12 +177,15 @@ func (g *Gateway) render(w http.ResponseWriter, r *http.Request, status int, pag
 	return pages[page].ExecuteTemplate(w, "layout", d)
 }
 
-func (g *Gateway) renderMessage(w http.ResponseWriter, r *http.Request, status int, title, text, link, linkText string) error {
-	d := &pageData{Title: title, Link: link, LinkText: linkText}
+// renderMessage shows a page that says one thing (an error from status
+// 400 on), with a link to go on.
+func (g *Gateway) renderMessage(w http.ResponseWriter, r *http.Request, status int, title, body text, link string, linkText text) error {
+	l := langOf(r)
+	d := &pageData{L: l, Title: l.S(title), Link: link, LinkText: l.S(linkText)}
 	if status >= 400 {
-		d.Error = text
+		d.Error = l.S(body)
 	} else {
-		d.Notice = text
+		d.Notice = l.S(body)
 	}
 	return g.render(w, r, status, "message", d)
 }
@@ -155,6 +211,12 @@ func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request, next Next) er
 }
 
 func (g *Gateway) serveAsset(w http.ResponseWriter, r *http.Request, name string) error {
+	if brand, ok := isBrandAsset(name); ok {
+		if !g.serveBrand(w, r, brand) {
+			http.NotFound(w, r)
+		}
+		return nil
+	}
 	b, err := fs.ReadFile(assetFS, "assets/"+name)
 	if err != nil || strings.Contains(name, "..") {
 		http.NotFound(w, r)
@@ -254,21 +316,13 @@ func (g *Gateway) stepMethod(r *http.Request, s *stepup.Session, tier, via strin
 	return alts[0]
 }
 
-// methodLabel names a method for people: its prompt's title.
-func methodLabel(m stepup.Method) string {
-	if t := m.Prompt("").Title; t != "" {
-		return t
-	}
-	return m.Name()
-}
-
 // challenge walks the chain from what the session holds to the target tier:
 // it shows the first missing step, or finishes when nothing is missing.
 func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Session, v url.Values, errMsg string, status int) error {
 	e := g.Engine
 	p, ok := g.parseChallenge(v)
 	if !ok {
-		return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", e.Prefix+"/", "Your session")
+		return g.unknownStep(w, r)
 	}
 	var stack tiers.Stack
 	if s != nil {
@@ -300,11 +354,48 @@ func (g *Gateway) challenge(w http.ResponseWriter, r *http.Request, s *stepup.Se
 	return g.renderStep(w, r, s, p, next, errMsg, status, nil)
 }
 
+// stepContext says on a step page what asked for the walk and why, and
+// where the user goes on to.
+func (g *Gateway) stepContext(r *http.Request, s *stepup.Session, p challengeParams, d *pageData) {
+	l := d.L
+	var kept *stepup.PendingRequest
+	if p.pending != "" && s != nil {
+		kept, _ = g.Engine.PeekPending(r.Context(), s, p.pending)
+	}
+	t, _ := g.Engine.Hierarchy.Get(p.target)
+	maxAge, perRequest := p.maxAge, false
+	switch {
+	case kept != nil:
+		d.KeptForm = kept.Method != http.MethodGet && kept.Method != http.MethodHead
+		perRequest = kept.Fresh
+		d.Asked = g.why(l, g.setLabel(kept.Set), d.KeptForm, p.target, maxAge, perRequest)
+		d.AskedPath = kept.Method + " " + pathOf(kept.URI)
+		if !d.KeptForm {
+			d.AskedPath = pathOf(kept.URI)
+		}
+	case p.ret != "/" && !g.hasPrefixPath(p.ret):
+		if set, ok := g.askedFor(r, p.target, p.ret, maxAge); ok {
+			d.Asked = g.why(l, g.setLabel(set), false, p.target, maxAge, false)
+			d.AskedPath = pathOf(p.ret)
+		} else {
+			d.Asked = g.why(l, "", false, p.target, maxAge, false)
+		}
+	case t.Base == "" && s == nil || s != nil && s.User == "":
+		d.Asked = l.T("step.why_signin")
+	default:
+		d.Asked = g.why(l, "", false, p.target, maxAge, false)
+	}
+	if maxAge == 0 && !perRequest && t.MaxAge > 0 && d.Asked != l.T("step.why_signin") {
+		d.Asked += " " + l.T("step.valid_for", "Age", l.Duration(t.MaxAge))
+	}
+}
+
 // renderStep shows the form of one step of the chain.
 func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.Session, p challengeParams, tier, errMsg string, status int, round *roundView) error {
 	e := g.Engine
+	l := langOf(r)
 	chain, _ := e.Hierarchy.Chain(p.target)
-	d := &pageData{Title: "Step up", Tier: tier, Target: p.target, Return: p.ret, Pending: p.pending, Error: errMsg, Steps: len(chain)}
+	d := &pageData{L: l, Tier: tier, Target: p.target, Return: p.ret, Pending: p.pending, Error: errMsg, Steps: len(chain)}
 	if p.maxAge > 0 {
 		d.MaxAge = strconv.Itoa(int(p.maxAge.Seconds()))
 	}
@@ -314,7 +405,7 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 			d.Step = i + 1
 			state = "current"
 		}
-		d.Chain = append(d.Chain, chainStep{Label: name, State: state})
+		d.Chain = append(d.Chain, chainStep{Label: g.tierLabel(l, name), State: state, StateText: l.T("step.state_" + state)})
 		if state == "current" {
 			state = "todo"
 		}
@@ -325,7 +416,29 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 	}
 	m := g.stepMethod(r, s, tier, p.via)
 	d.Prompt = m.Prompt(user)
-	d.TierLabel = tier + " (" + m.Name() + ")"
+	mk := methodKey(m)
+	d.Heading = l.Or(mk+".title", d.Prompt.Title)
+	if d.Prompt.Help != "" {
+		d.Help = l.Or(mk+".help", d.Prompt.Help, "User", user)
+	}
+	d.Submit = l.Or(mk+".submit", d.Prompt.Submit)
+	values := map[string]string{}
+	if errMsg != "" && r.Method == http.MethodPost && r.PostForm != nil {
+		// A failed sign-in keeps what is not a secret (the user name).
+		for _, f := range d.Prompt.Fields {
+			if f.Type != "password" && !stepup.IsSecretName(f.Name) && len(r.PostForm.Get(f.Name)) <= 256 {
+				values[f.Name] = r.PostForm.Get(f.Name)
+			}
+		}
+	}
+	d.Inputs = inputs(l, m, d.Prompt.Fields, values)
+	if d.Steps > 1 {
+		d.StepText = l.T("step.n_of_m", "Step", d.Step, "Steps", d.Steps, "Tier", g.tierLabel(l, tier))
+	}
+	d.Title = d.Heading
+	if d.StepText != "" {
+		d.Title = d.StepText
+	}
 	if alts := e.Alternatives[tier]; len(alts) > 1 {
 		d.Via = m.Name()
 		for _, alt := range alts {
@@ -334,7 +447,7 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 			}
 			q := p.query()
 			q.Set("via", alt.Name())
-			d.Alternatives = append(d.Alternatives, choice{Label: "Use " + strings.ToLower(methodLabel(alt)) + " instead", URL: e.Prefix + "/challenge?" + q.Encode()})
+			d.Alternatives = append(d.Alternatives, choice{Label: l.T("step.use_instead", "Method", lowerFirst(l, methodTitle(l, alt))), URL: e.Prefix + "/challenge?" + q.Encode()})
 		}
 	}
 	if round != nil {
@@ -342,7 +455,13 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 	}
 	if d.Prompt.Ceremony {
 		d.CeremonyBegin, d.CeremonyFinish = ceremonyURLs(e.Prefix, m.Name(), tier, p)
+		d.ScriptText = scriptText(l)
 	}
+	g.stepContext(r, s, p, d)
+	d.User = user
+	here := e.Prefix + "/challenge?" + p.query().Encode()
+	d.SignOutURL = e.Prefix + "/signout?" + url.Values{"then": {here}}.Encode()
+	d.CancelURL = g.cancelURL(p, here)
 	if status == 0 {
 		status = http.StatusOK
 		if _, ok := m.(stepup.RequestIdentity); ok {
@@ -350,6 +469,15 @@ func (g *Gateway) renderStep(w http.ResponseWriter, r *http.Request, s *stepup.S
 		}
 	}
 	return g.render(w, r, status, "step", d)
+}
+
+// scriptText is what the WebAuthn script says, in the page's language.
+func scriptText(l *lang) []input {
+	var out []input
+	for _, k := range []string{"unsupported", "cancelled", "exists", "address", "failed", "refused"} {
+		out = append(out, input{Name: k, Value: l.T("webauthn.js_" + k)})
+	}
+	return out
 }
 
 type roundView struct{ id, prompt string }
@@ -379,12 +507,15 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		http.Redirect(w, r, target, http.StatusSeeOther)
 		return nil
 	}
-	http.Redirect(w, r, e.Prefix+"/resume/"+kept.ID, http.StatusSeeOther)
+	http.Redirect(w, r, e.Prefix+"/resume/"+kept.ID+"?"+url.Values{"return": {p.ret}}.Encode(), http.StatusSeeOther)
 	return nil
 }
 
+// challengeExpired answers for a kept request that is gone: sent (the Back
+// button after sending comes here), discarded or expired. It says that
+// nothing more will be sent, so that Back does not invite a duplicate.
 func (g *Gateway) challengeExpired(w http.ResponseWriter, r *http.Request) error {
-	return g.renderMessage(w, r, http.StatusGone, "Request expired", "The request held for your step-up has expired or was already sent. Please try again.", "/", "Home")
+	return g.renderMessage(w, r, http.StatusGone, tx("msg.request_gone.title"), tx("msg.request_gone.body"), "/", tx("nav.site"))
 }
 
 var errFormRejected = errors.New("form rejected")
@@ -418,30 +549,27 @@ func (g *Gateway) verify(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		p.via = ""
 	}
 	s = res.Session
+	l := langOf(r)
 	switch res.Kind {
 	case stepup.StepDone, stepup.StepBaseMissing, stepup.StepSuperseded:
 		http.Redirect(w, r, e.Prefix+"/challenge?"+p.query().Encode(), http.StatusSeeOther)
 		return nil
 	case stepup.StepRateLimited:
-		return g.renderStep(w, r, s, p, tier, "Too many failed attempts. Try again in "+strconv.Itoa(int(e.Limiter.Window().Minutes()))+" minutes.", http.StatusTooManyRequests, nil)
+		return g.renderStep(w, r, s, p, tier, l.T("step.rate_limited", "Count", int(e.Limiter.Window().Minutes())), http.StatusTooManyRequests, nil)
 	case stepup.StepBusy:
-		return g.renderStep(w, r, s, p, tier, "Another attempt is being checked. Wait a moment and try again.", http.StatusTooManyRequests, nil)
+		return g.renderStep(w, r, s, p, tier, l.T("step.busy"), http.StatusTooManyRequests, nil)
 	case stepup.StepRoundExpired:
-		return g.renderStep(w, r, s, p, tier, "That step has expired. Start again.", http.StatusUnauthorized, nil)
+		return g.renderStep(w, r, s, p, tier, l.T("step.round_expired"), http.StatusUnauthorized, nil)
 	case stepup.StepNextRound:
 		return g.renderStep(w, r, s, p, tier, "", http.StatusUnauthorized, &roundView{id: res.RoundID, prompt: res.RoundPrompt})
 	case stepup.StepUnavailable:
-		return g.renderStep(w, r, s, p, tier, "The authentication service is unavailable. Try again in a moment.", http.StatusServiceUnavailable, nil)
+		return g.renderStep(w, r, s, p, tier, l.T("step.unavailable"), http.StatusServiceUnavailable, nil)
 	}
-	msg := res.Outcome.Message
-	if msg == "" {
-		msg = "That did not work. Try again."
-	}
-	return g.renderStep(w, r, s, p, tier, msg, http.StatusUnauthorized, nil)
+	return g.renderStep(w, r, s, p, tier, outcomeMessage(l, res.Method, res.Outcome), http.StatusUnauthorized, nil)
 }
 
 func (g *Gateway) unknownStep(w http.ResponseWriter, r *http.Request) error {
-	return g.renderMessage(w, r, http.StatusBadRequest, "Unknown step-up", "The step-up you asked for does not exist.", g.Engine.Prefix+"/", "Your session")
+	return g.renderMessage(w, r, http.StatusBadRequest, tx("msg.unknown_step.title"), tx("msg.unknown_step.body"), g.Engine.Prefix+"/", tx("nav.session"))
 }
 
 // parseFormOrAnswer parses and checks the form; when it fails the answer
@@ -449,18 +577,20 @@ func (g *Gateway) unknownStep(w http.ResponseWriter, r *http.Request) error {
 func (g *Gateway) parseFormOrAnswer(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
-		_ = g.renderMessage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.", "", "")
+		_ = g.renderMessage(w, r, http.StatusBadRequest, tx("msg.bad_request.title"), tx("msg.bad_request.body"), "", text{})
 		return errFormRejected
 	}
 	if !g.Engine.CSRF.Valid(r, r.PostForm.Get("csrf_token"), ownerOf(r)) {
 		g.Engine.Log(r, nil, stepup.Record{Event: stepup.EventDenied, Result: "refused", Reason: "csrf_token_invalid"})
-		_ = g.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Go back, reload the page and try again.", "", "")
+		_ = g.renderMessage(w, r, http.StatusForbidden, tx("msg.form_expired.title"), tx("msg.form_expired.body"), "", text{})
 		return errFormRejected
 	}
 	return nil
 }
 
-// logout closes a tier and everything above it.
+// logout closes a tier and everything above it. A sign-out ("Not you?")
+// may name where to go on (then: a walk's step page), and every logoff
+// ends on a page that says what happened.
 func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 	e := g.Engine
 	var rotated string
@@ -475,9 +605,10 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if err := g.parseFormOrAnswer(w, r); err != nil {
 		return nil
 	}
-	_, err := e.LogOffAt(w, r, s, rotated, r.PostForm.Get("tier"))
+	tier := r.PostForm.Get("tier")
+	_, err := e.LogOffAt(w, r, s, rotated, tier)
 	if errors.Is(err, stepup.ErrNotHeld) {
-		return g.renderMessage(w, r, http.StatusBadRequest, "Not held", "You do not hold that tier.", e.Prefix+"/", "Your session")
+		return g.renderMessage(w, r, http.StatusBadRequest, tx("msg.not_held.title"), tx("msg.not_held.body"), e.Prefix+"/", tx("nav.session"))
 	}
 	if errors.Is(err, stepup.ErrStoreUnavailable) {
 		return g.unavailable(w, r, err)
@@ -485,88 +616,189 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	if err != nil {
 		return &HTTPError{http.StatusInternalServerError, err}
 	}
-	http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+	if t, ok := e.Hierarchy.Get(tier); ok && t.Base == "" {
+		g.setFlash(w, r, "flash.signed_out")
+	} else {
+		g.setFlash(w, r, "flash.logged_off")
+	}
+	to := e.Prefix + "/"
+	if then := r.PostForm.Get("then"); then != "" {
+		if p, ok := g.walkURL(then); ok {
+			to = p
+		}
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
 	return nil
+}
+
+// walkURL accepts a step page of the module (a walk to go on with after
+// signing out), rebuilt from its parsed parameters.
+func (g *Gateway) walkURL(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.Path != g.Engine.Prefix+"/challenge" {
+		return "", false
+	}
+	p, ok := g.parseChallenge(u.Query())
+	if !ok {
+		return "", false
+	}
+	p.pending = "" // a kept request belongs to the session that signed out
+	return g.Engine.Prefix + "/challenge?" + p.query().Encode(), true
+}
+
+// signout asks before signing out ("Not you?" on a step page): a page with
+// one button, no script needed.
+func (g *Gateway) signout(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+	e := g.Engine
+	l := langOf(r)
+	if s == nil || s.User == "" {
+		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+		return nil
+	}
+	then, ok := g.walkURL(r.URL.Query().Get("then"))
+	back := e.Prefix + "/"
+	fields := []input{{Name: "tier", Value: rootOf(e.Hierarchy, s.Stack)}}
+	if ok {
+		fields = append(fields, input{Name: "then", Value: then})
+		back = r.URL.Query().Get("then")
+		if b, ok := g.walkURL(back); ok {
+			back = b
+		}
+	}
+	d := &pageData{L: l, Title: l.T("signout.title"), Notice: l.T("signout.body", "User", s.User),
+		Confirm: &confirmForm{Action: e.Prefix + "/logout", Submit: l.T("status.sign_out"), Back: l.T("action.back"), BackURL: back, Fields: fields}}
+	return g.render(w, r, http.StatusOK, "message", d)
 }
 
 // status shows who the user is and what they hold.
 func (g *Gateway) status(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 	e := g.Engine
-	d := &pageData{Title: "Your session", Roots: e.Hierarchy.Roots()}
+	l := langOf(r)
+	d := &pageData{L: l, Title: l.T("status.title")}
 	now := e.Now()
-	if s != nil && s.User != "" {
-		d.User, d.Roles = s.User, strings.Join(s.Roles, ", ")
-		for _, name := range e.Hierarchy.Names() {
-			t, _ := e.Hierarchy.Get(name)
-			row := tierRow{Name: name, Base: t.Base, Method: t.Method}
-			held := s.Stack.Holds(e.Hierarchy, name, now, 0)
-			if held {
-				row.Held = true
-				row.Left = s.Stack.Remaining(e.Hierarchy, name, now).Round(time.Second).String()
-			} else {
-				row.CanReach = true
-			}
-			baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
-			for _, m := range e.Alternatives[name] {
-				en, ok := m.(stepup.Enroller)
-				if !ok {
-					continue
-				}
-				enrolled, _ := en.Enrolled(r.Context(), s.User)
-				_, several := m.(stepup.CredentialKeeper)
-				name := credentialName(m)
-				// Changing an existing credential asks for the tier itself
-				// first (the enrolment page sends the user there).
-				label := ""
-				switch {
-				case enrolled && several:
-					label = "Add " + name
-				case enrolled:
-					label = "Replace " + name
-				case en.SelfEnroll() && baseHeld && several:
-					label = "Register " + name
-				case en.SelfEnroll() && baseHeld:
-					label = "Set up " + name
-				}
-				if label != "" {
-					row.Enrol = append(row.Enrol, choice{Label: label, URL: e.Prefix + "/enroll/" + m.Name() + "?" + url.Values{"step": {name}}.Encode()})
-				}
-			}
-			d.Tiers = append(d.Tiers, row)
+	if s == nil || s.User == "" {
+		for _, root := range e.Hierarchy.Roots() {
+			d.RootLinks = append(d.RootLinks, choice{Label: l.T("status.sign_in_with", "Tier", g.tierLabel(l, root)),
+				URL: e.Prefix + "/challenge?" + url.Values{"tier": {root}, "return": {e.Prefix + "/"}}.Encode()})
 		}
+		if len(d.RootLinks) == 1 {
+			d.RootLinks[0].Label = l.T("status.sign_in")
+		}
+		return g.render(w, r, http.StatusOK, "status", d)
 	}
-	if s != nil && s.User != "" {
-		d.Keys = g.credentialRows(r, s)
-		changes, _ := e.Credentials.Changes(r.Context(), s.User)
-		for _, c := range changes {
-			d.Changes = append(d.Changes, changeRow{Text: g.describeChange(c), At: c.At.UTC().Format("2006-01-02 15:04 UTC")})
+	d.User, d.Roles = s.User, strings.Join(s.Roles, ", ")
+	d.SignOutTier = rootOf(e.Hierarchy, s.Stack)
+	back := e.Prefix + "/"
+	for _, name := range e.Hierarchy.Names() {
+		t, _ := e.Hierarchy.Get(name)
+		row := tierRow{Name: name, Label: g.tierLabel(l, name)}
+		if t.Base != "" {
+			row.BaseLabel = g.tierLabel(l, t.Base)
 		}
+		var methods []string
+		for _, m := range e.Alternatives[name] {
+			if how := l.Or("tier."+m.Name(), methodTitle(l, m)); how != row.Label {
+				methods = append(methods, how)
+			}
+		}
+		row.Method = strings.Join(methods, " · ")
+		held := s.Stack.Holds(e.Hierarchy, name, now, 0)
+		if held {
+			row.Held = true
+			row.Left = l.Duration(s.Stack.Remaining(e.Hierarchy, name, now))
+		} else {
+			row.CanReach = true
+		}
+		row.Stricter = g.stricterNotes(l, s, name, t.MaxAge, held, now)
+		baseHeld := t.Base == "" || s.Stack.Holds(e.Hierarchy, t.Base, now, 0)
+		for _, m := range e.Alternatives[name] {
+			en, ok := m.(stepup.Enroller)
+			if !ok {
+				continue
+			}
+			enrolled, _ := en.Enrolled(r.Context(), s.User)
+			_, several := m.(stepup.CredentialKeeper)
+			cred := credentialName(l, m)
+			// Changing an existing credential asks for the tier itself
+			// first (the enrolment page sends the user there).
+			label := ""
+			switch {
+			case enrolled && several:
+				label = l.T("status.add", "What", cred)
+			case enrolled:
+				label = l.T("status.replace", "What", cred)
+			case en.SelfEnroll() && baseHeld && several:
+				label = l.T("status.register", "What", cred)
+			case en.SelfEnroll() && baseHeld:
+				label = l.T("status.set_up", "What", cred)
+			}
+			if label != "" {
+				row.Enrol = append(row.Enrol, choice{Label: label, URL: e.Prefix + "/enroll/" + m.Name() + "?" + url.Values{"step": {name}, "return": {back}}.Encode()})
+			}
+		}
+		d.Tiers = append(d.Tiers, row)
+	}
+	d.Keys = g.credentialRows(r, s)
+	changes, _ := e.Credentials.Changes(r.Context(), s.User)
+	for _, c := range changes {
+		d.Changes = append(d.Changes, l.T("status.change_at", "What", g.describeChange(l, c), "At", c.At.UTC().Format("2006-01-02 15:04 UTC")))
 	}
 	return g.render(w, r, http.StatusOK, "status", d)
 }
 
-// changeRow is a credential change on the status page.
-type changeRow struct{ Text, At string }
+// stricterNotes say where a transaction set of this site asks for a tier
+// again sooner than the tier lapses, so that the time left is honest.
+func (g *Gateway) stricterNotes(l *lang, s *stepup.Session, tier string, tierAge time.Duration, held bool, now time.Time) []string {
+	if g.Policy == nil {
+		return nil
+	}
+	var at time.Time
+	if lv, ok := s.Stack.Level(tier); ok && held {
+		at = lv.At
+	}
+	var notes []string
+	for i := range g.Policy.Sets {
+		st := &g.Policy.Sets[i]
+		if st.Tier != tier || !st.HasMaxAge || st.MaxAge >= tierAge {
+			continue
+		}
+		name := st.Label
+		if name == "" {
+			name = st.Name
+		}
+		switch {
+		case st.MaxAge == 0:
+			notes = append(notes, l.T("status.stricter_each", "Set", name))
+		case !at.IsZero() && now.Sub(at) >= st.MaxAge:
+			notes = append(notes, l.T("status.stricter_now", "Set", name, "Age", l.Duration(st.MaxAge)))
+		case !at.IsZero():
+			notes = append(notes, l.T("status.stricter_left", "Set", name, "Age", l.Duration(st.MaxAge), "Left", l.Duration(st.MaxAge-now.Sub(at))))
+		default:
+			notes = append(notes, l.T("status.stricter", "Set", name, "Age", l.Duration(st.MaxAge)))
+		}
+	}
+	return notes
+}
 
 // describeChange says what happened to a credential, in words.
-func (g *Gateway) describeChange(c stepup.CredentialChange) string {
-	what, several := "Credential", false
+func (g *Gateway) describeChange(l *lang, c stepup.CredentialChange) string {
+	what, several := l.T("credential.generic"), false
 	if m, ok := g.Engine.Method(c.Tier, c.Method); ok && m.Name() == c.Method {
-		what = upperFirst(credentialName(m))
+		what = upperFirst(credentialName(l, m))
 		_, several = m.(stepup.CredentialKeeper)
 	}
 	switch c.Kind {
 	case stepup.ChangeEnroll:
 		if several {
-			return what + " added"
+			return l.T("change.added", "What", what)
 		}
-		return what + " set up"
+		return l.T("change.set_up", "What", what)
 	case stepup.ChangeReplace:
-		return what + " replaced"
+		return l.T("change.replaced", "What", what)
 	case stepup.ChangeRemove:
-		return what + " removed"
+		return l.T("change.removed", "What", what)
 	}
-	return what + " changed"
+	return l.T("change.changed", "What", what)
 }
 
 // confirm shows a kept request before it is sent.
@@ -578,12 +810,20 @@ func (g *Gateway) confirm(w http.ResponseWriter, r *http.Request, s *stepup.Sess
 	if err != nil {
 		return g.challengeExpired(w, r)
 	}
-	d := &pageData{Title: "Confirm your action", PendingReq: kept}
+	l := langOf(r)
+	d := &pageData{L: l, Title: l.T("confirm.title"), PendingReq: kept, Return: "/"}
+	if ret, ok := stepup.SafeReturn(r.URL.Query().Get("return"), g.Engine.Prefix); ok {
+		d.Return = ret
+	}
+	if label := g.setLabel(kept.Set); label != "" {
+		d.Asked = l.T("confirm.asked", "Set", label)
+	}
 	d.Fields, d.MoreFields, d.IsForm = kept.FormFields()
 	return g.render(w, r, http.StatusOK, "confirm", d)
 }
 
 // resume replays (or discards) a kept request after its confirmation.
+// Discarding (Cancel) returns where the user came from.
 func (g *Gateway) resume(w http.ResponseWriter, r *http.Request, s *stepup.Session, id string, next Next) error {
 	e := g.Engine
 	if err := g.parseFormOrAnswer(w, r); err != nil {
@@ -599,8 +839,57 @@ func (g *Gateway) resume(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 	case err != nil:
 		return &HTTPError{http.StatusInternalServerError, err}
 	case ev == nil:
-		http.Redirect(w, r, e.Prefix+"/", http.StatusSeeOther)
+		g.setFlash(w, r, "flash.discarded")
+		to := e.Prefix + "/"
+		if ret, ok := stepup.SafeReturn(r.PostForm.Get("return"), e.Prefix); ok {
+			to = ret
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
 	}
 	return g.decide(w, r, ev, next)
+}
+
+// cancel asks before discarding a kept request from a step page (its
+// Cancel): nothing is sent, and the user goes back where they came from.
+func (g *Gateway) cancel(w http.ResponseWriter, r *http.Request, s *stepup.Session, id string) error {
+	e := g.Engine
+	if s == nil {
+		return g.challengeExpired(w, r)
+	}
+	kept, err := e.PeekPending(r.Context(), s, id)
+	if err != nil {
+		return g.challengeExpired(w, r)
+	}
+	l := langOf(r)
+	ret := "/"
+	if u, ok := stepup.SafeReturn(r.URL.Query().Get("return"), e.Prefix); ok {
+		ret = u
+	}
+	back := ret
+	if b, ok := g.walkURL(r.URL.Query().Get("then")); ok {
+		q, _ := url.ParseQuery(strings.SplitN(b, "?", 2)[1])
+		q.Set("pending", id)
+		back = e.Prefix + "/challenge?" + q.Encode()
+	}
+	d := &pageData{L: l, Title: l.T("cancel.title"), Notice: l.T("cancel.body", "Action", kept.Method+" "+pathOf(kept.URI)),
+		Confirm: &confirmForm{Action: e.Prefix + "/resume/" + id, Submit: l.T("cancel.submit"), Back: l.T("cancel.back"), BackURL: back,
+			Fields: []input{{Name: "action", Value: "discard"}, {Name: "return", Value: ret}}}}
+	return g.render(w, r, http.StatusOK, "message", d)
+}
+
+// rootOf is the root tier the session holds (signing out logs off there).
+func rootOf(h *tiers.Hierarchy, st tiers.Stack) string {
+	name := st.Highest(h)
+	for name != "" {
+		t, ok := h.Get(name)
+		if !ok || t.Base == "" {
+			return name
+		}
+		name = t.Base
+	}
+	if roots := h.Roots(); len(roots) > 0 {
+		return roots[0]
+	}
+	return ""
 }

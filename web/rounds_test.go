@@ -120,7 +120,7 @@ func TestMultiRoundMethodThroughTheGateway(t *testing.T) {
 
 	page := get("/t/x")
 	_, page = submit(page, url.Values{"username": {"alice"}, "password": {"password"}})
-	if !strings.Contains(page, "Step 2 of 2: token (tworounds)") {
+	if !strings.Contains(page, "Step 2 of 2: Code") {
 		t.Fatalf("second step: %s", page)
 	}
 	resp, round := submit(page, url.Values{"code": {"first"}})

@@ -37,6 +37,10 @@ func (g *Gateway) routes() *http.ServeMux {
 		})
 		route("POST", p+"/logout", g.logout)
 		route("GET", p+"/enroll", g.enrolLink)
+		route("GET", p+"/signout", g.signout)
+		route("GET", p+"/cancel/{id}", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.cancel(w, r, s, r.PathValue("id"))
+		})
 		route("GET", p+"/resume/{id}", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 			return g.confirm(w, r, s, r.PathValue("id"))
 		})
@@ -73,11 +77,11 @@ func (g *Gateway) routes() *http.ServeMux {
 		for path, methods := range allowed {
 			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Allow", strings.Join(methods, ", "))
-				stateOf(r).err = g.renderMessage(w, r, http.StatusMethodNotAllowed, "Method not allowed", "This page does not accept "+r.Method+" requests.", "", "")
+				stateOf(r).err = g.renderMessage(w, r, http.StatusMethodNotAllowed, tx("msg.method_not_allowed.title"), tx("msg.method_not_allowed.body"), "", text{})
 			})
 		}
 		mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
-			stateOf(r).err = g.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no such page.", p+"/", "Your session")
+			stateOf(r).err = g.notFound(w, r)
 		})
 		g.mux = mux
 	})
@@ -111,6 +115,9 @@ func (g *Gateway) methodRoutes(route func(method, path string, f page), p string
 		})
 	}
 	if _, ok := m.(stepup.CredentialKeeper); ok {
+		route("GET", p+"/"+name+"/remove", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
+			return g.credentialRemovePage(w, r, s, name)
+		})
 		route("POST", p+"/"+name+"/remove", func(w http.ResponseWriter, r *http.Request, s *stepup.Session) error {
 			return g.credentialRemove(w, r, s, name)
 		})

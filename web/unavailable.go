@@ -42,6 +42,5 @@ func (g *Gateway) unavailable(w http.ResponseWriter, r *http.Request, cause erro
 		})
 		return nil
 	}
-	return g.renderMessage(w, r, http.StatusServiceUnavailable, "Temporarily unavailable",
-		"Your sign-in cannot be checked right now, so this page cannot be shown. Nothing was changed. Try again in a moment.", "", "")
+	return g.renderMessage(w, r, http.StatusServiceUnavailable, tx("msg.unavailable.title"), tx("msg.unavailable.body"), "", text{})
 }

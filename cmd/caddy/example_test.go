@@ -89,7 +89,7 @@ func TestExampleCaddyfile(t *testing.T) {
 		t.Fatalf("public page: %d %s", code, body)
 	}
 	code, page := get("/reports/")
-	if code != 200 || !strings.Contains(page, "Step 1 of 1: login") {
+	if code != 200 || !strings.Contains(page, "<h1>Sign in</h1>") || !strings.Contains(page, "Reports needs your sign-in.") {
 		t.Fatalf("reports did not lead to the sign-in: %d %s", code, page)
 	}
 	code, body := submit(page, url.Values{"username": {"alice"}, "password": {"demo-alice"}})
@@ -98,7 +98,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	}
 	// The admin form: submitted without sudo, kept, stepped up, replayed.
 	code, page = post("/admin/users", url.Values{"name": {"carol"}, "role": {"editor"}}, "/admin/")
-	if code != 200 || !strings.Contains(page, "Step 2 of 2: otp (totp)") {
+	if code != 200 || !strings.Contains(page, "Step 2 of 2: Security code") || !strings.Contains(page, "Admin area needs your security code from the last 5 minutes.") || !strings.Contains(page, "Your form is saved and will be sent after this step.") {
 		t.Fatalf("admin POST did not lead to the security code step: %d %s", code, page)
 	}
 	// Alice's secret is the one the README documents.
@@ -114,7 +114,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	}
 	// Payments: a one-time code checked by FreeRADIUS.
 	code, page = get("/payments/")
-	if code != 200 || !strings.Contains(page, "Step 2 of 2: token (radius)") {
+	if code != 200 || !strings.Contains(page, "Step 2 of 2: One-time code") {
 		t.Fatalf("payments did not lead to the RADIUS step: %d %s", code, page)
 	}
 	if code, body := submit(page, url.Values{"code": {"123456"}}); code != 200 || !strings.Contains(body, `id="payments"`) {
@@ -126,7 +126,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	if code, body := get("/settings/"); code != 200 || !strings.Contains(body, "Register a security key") || !strings.Contains(body, "/assets/webauthn.js") {
 		t.Fatalf("settings did not lead to key registration: %d %s", code, body)
 	}
-	if code, body := get("/_stepup/"); code != 200 || !strings.Contains(body, "Log off at otp") {
+	if code, body := get("/_stepup/"); code != 200 || !strings.Contains(body, "Log off at Security code") {
 		t.Fatalf("status page: %d %s", code, body)
 	}
 }

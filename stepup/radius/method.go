@@ -64,7 +64,7 @@ func (m *Method) Prompt(string) stepup.Prompt {
 	return stepup.Prompt{
 		Title:  "One-time code",
 		Help:   "Enter the code from your token or authentication app.",
-		Fields: []stepup.Field{{Name: "code", Label: "Code", Type: "password", Autocomplete: "one-time-code"}},
+		Fields: []stepup.Field{{Name: "code", Label: "Code", Type: "text", Autocomplete: "one-time-code"}},
 		Submit: "Verify",
 	}
 }

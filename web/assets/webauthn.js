@@ -11,13 +11,18 @@
   var meta = document.querySelector('meta[name="csrf-token"]');
   var csrf = meta ? meta.content : '';
 
+  // The page gives the words, in its language (data-msg-*).
+  function text(key, fallback) {
+    return box.getAttribute('data-msg-' + key) || fallback;
+  }
+
   function say(msg) {
     status.textContent = msg;
     status.hidden = false;
   }
 
   if (!window.PublicKeyCredential || !navigator.credentials) {
-    say('This browser cannot use security keys (WebAuthn). Use a current browser, or ask your administrator.');
+    say(text('unsupported', 'This browser cannot use security keys (WebAuthn). Use a current browser, or ask your administrator.'));
     button.disabled = true;
     return;
   }
@@ -89,7 +94,7 @@
     }).then(function (resp) {
       return resp.json().catch(function () { return {}; }).then(function (data) {
         if (!resp.ok) {
-          var err = new Error(data.error || 'The server refused the request.');
+          var err = new Error(data.error || text('refused', 'The server refused the request.'));
           err.next = data.next;
           throw err;
         }
@@ -122,13 +127,13 @@
         button.disabled = false;
         if (e && e.next) { go(e.next); return; }
         if (e && e.name === 'NotAllowedError') {
-          say('The security key request was cancelled or timed out. Try again.');
+          say(text('cancelled', 'The security key request was cancelled or timed out. Try again.'));
         } else if (e && e.name === 'InvalidStateError') {
-          say('This security key is already registered.');
+          say(text('exists', 'This security key is already registered.'));
         } else if (e && e.name === 'SecurityError') {
-          say('Security keys cannot be used on this address. Ask your administrator.');
+          say(text('address', 'Security keys cannot be used on this address. Ask your administrator.'));
         } else {
-          say(e && e.message ? e.message : 'Something went wrong. Try again.');
+          say(e && e.message ? e.message : text('failed', 'Something went wrong. Try again.'));
         }
       });
   });

@@ -36,7 +36,11 @@ deps:
 	$(GO) mod download
 	@if [ ! -f "$(STEPUP_AXE_JS)" ] || ! grep -q '"version": "$(AXE_VERSION)"' "$(TEST_CACHE)/node_modules/axe-core/package.json" 2>/dev/null; then \
 		echo "installing axe-core $(AXE_VERSION) into $(TEST_CACHE)"; \
-		command -v npm >/dev/null || { echo "npm is missing (Debian package npm)" >&2; exit 1; }; \
+		if ! command -v npm >/dev/null; then \
+			echo "installing npm"; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+			( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends npm ) \
+			|| { echo "npm is missing and could not be installed (Debian package npm)" >&2; exit 1; }; \
+		fi; \
 		npm install --prefix "$(TEST_CACHE)" --no-save --no-audit --no-fund axe-core@$(AXE_VERSION) >/dev/null \
 		|| { echo "could not install axe-core $(AXE_VERSION)" >&2; exit 1; }; \
 	fi

@@ -27,12 +27,12 @@ func TestSessionWireFormRoundTripsAndReadsTheOlderForm(t *testing.T) {
 	if back.Owner != s.Owner || back.User != s.User || len(back.Roles) != 2 || !back.External || back.LastUser != "bob" ||
 		!back.Created.Equal(s.Created) || !back.Seen.Equal(s.Seen) || len(back.Stack) != 2 ||
 		back.Stack[1] != (tiers.Level{Tier: "otp", Base: "login", Method: "totp", At: back.Stack[1].At}) || !back.Stack[1].At.Equal(s.Stack[1].At) {
-		t.Fatalf("round trip: %+v", back)
+		t.Fatalf("round trip: %+v", &back)
 	}
 	old, _ := json.Marshal(s) // the form an earlier version stored
 	var fromOld Session
 	if err := decodeSession(old, &fromOld); err != nil || fromOld.User != "alice" || !fromOld.Stack[0].At.Equal(at) {
-		t.Fatalf("older form: %+v %v", fromOld, err)
+		t.Fatalf("older form: %+v %v", &fromOld, err)
 	}
 	if len(raw) >= len(old) {
 		t.Errorf("the stored form (%d bytes) is not smaller than the older one (%d)", len(raw), len(old))

@@ -146,6 +146,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.gateway = &web.Gateway{Engine: engine, Policy: policy, Approvals: approvals, Branding: branding, SetVars: setVars, LogFields: logFields, Metrics: decisionMetrics()}
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Logs == nil {
+		// The server writes no access log: the decision has no entry to
+		// join, and adding fields to one costs every request.
+		h.gateway.LogFields = nil
+	}
 	return nil
 }
 

@@ -72,7 +72,7 @@ xcaddy-smoke: build
 # Go benchmarks of the hot path and session memory, then a load run.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./caddymodule ./stepup
-	$(MAKE) --no-print-directory load
+	$(MAKE) --no-print-directory perf
 
 # Whole requests, as issue 13 measures them: Caddy pinned to one core with
 # GOMAXPROCS=1, wrk -t1 -c16 pinned to the other, 4 s per case, interleaved,
@@ -84,10 +84,8 @@ perf: deps
 
 PERF_STORES ?= memory
 
-# wrk against plain reverse_proxy and against stepup + reverse_proxy, in the
-# same run, on loopback.
-load: deps
-	$(GO) run ./internal/tools/loadcompare
+# The whole-request measurement (an older name of perf).
+load: perf
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSafeReturn -fuzztime 20s ./stepup

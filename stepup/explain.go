@@ -120,40 +120,22 @@ func (p *Policy) explainTier(ev *Evaluation, stack tiers.Stack, se *SetExplanati
 // explainMatch is Policy.match, saying which reading matched.
 func (p *Policy) explainMatch(s *TransactionSet, ev *Evaluation) (bool, string, error) {
 	r := ev.Request
-	ok, err := s.Match(r)
-	if err != nil || ok || ev.Readings.Empty() {
-		return ok, "the request as sent", err
+	method, path := r.Method, r.URL.Path
+	ok, m, pth, err := p.matchReading(s, ev)
+	if err != nil || !ok {
+		return false, "", err
 	}
-	method, path, rawPath := r.Method, r.URL.Path, r.URL.RawPath
-	defer func() { r.Method, r.URL.Path, r.URL.RawPath = method, path, rawPath }()
-	paths := []string{path}
-	if ev.Readings.Path != "" {
-		paths = append(paths, ev.Readings.Path)
+	var how []string
+	if m != method {
+		how = append(how, methodSource(r, method, m))
 	}
-	methods := append([]string{method}, ev.Readings.Methods...)
-	for _, m := range methods {
-		for _, pth := range paths {
-			if m == method && pth == path {
-				continue
-			}
-			r.Method, r.URL.Path, r.URL.RawPath = m, pth, ""
-			ok, err := s.Match(r)
-			if err != nil {
-				return false, "", err
-			}
-			if ok {
-				var how []string
-				if m != method {
-					how = append(how, methodSource(r, method, m))
-				}
-				if pth != path {
-					how = append(how, fmt.Sprintf("path %s, as a lenient server reads %s", pth, path))
-				}
-				return true, strings.Join(how, "; "), nil
-			}
-		}
+	if pth != path {
+		how = append(how, fmt.Sprintf("path %s, as a lenient server reads %s", pth, path))
 	}
-	return false, "", nil
+	if len(how) == 0 {
+		return true, "the request as sent", nil
+	}
+	return true, strings.Join(how, "; "), nil
 }
 
 // methodSource says where the method m that a request may run as comes

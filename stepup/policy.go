@@ -213,12 +213,20 @@ func (p *Policy) Decide(ev *Evaluation) error {
 
 // match reports whether any reading of the request matches the set.
 func (p *Policy) match(s *TransactionSet, ev *Evaluation) (bool, error) {
+	ok, _, _, err := p.matchReading(s, ev)
+	return ok, err
+}
+
+// matchReading reports whether any reading of the request matches the
+// set, and which: the method and path it was matched as (the request's
+// own when it matched as sent).
+func (p *Policy) matchReading(s *TransactionSet, ev *Evaluation) (ok bool, asMethod, asPath string, err error) {
 	r := ev.Request
-	ok, err := s.Match(r)
-	if err != nil || ok || ev.Readings.Empty() {
-		return ok, err
-	}
 	method, path, rawPath := r.Method, r.URL.Path, r.URL.RawPath
+	ok, err = s.Match(r)
+	if err != nil || ok || ev.Readings.Empty() {
+		return ok, method, path, err
+	}
 	defer func() { r.Method, r.URL.Path, r.URL.RawPath = method, path, rawPath }()
 	paths := []string{path}
 	if ev.Readings.Path != "" {
@@ -232,11 +240,11 @@ func (p *Policy) match(s *TransactionSet, ev *Evaluation) (bool, error) {
 			}
 			r.Method, r.URL.Path, r.URL.RawPath = m, pth, ""
 			if ok, err := s.Match(r); ok || err != nil {
-				return ok, err
+				return ok, m, pth, err
 			}
 		}
 	}
-	return false, nil
+	return false, "", "", nil
 }
 
 func (p *Policy) check(ev *Evaluation, stack tiers.Stack, set, tier string, maxAge time.Duration, perRequest bool, risk string) *Missing {

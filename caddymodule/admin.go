@@ -251,6 +251,9 @@ func (a *AdminAPI) revokeSession(w http.ResponseWriter, r *http.Request, rt *run
 		if errors.Is(err, stepup.ErrNoSession) {
 			continue
 		}
+		if errors.Is(err, stepup.ErrStoreUnavailable) {
+			return apiError(http.StatusServiceUnavailable, "session %s was not ended: the session store is unavailable; try again", handle)
+		}
 		if err != nil {
 			return apiError(http.StatusInternalServerError, "revoking session: %v", err)
 		}
@@ -267,6 +270,9 @@ func (a *AdminAPI) revokeUser(w http.ResponseWriter, r *http.Request, rt *runnin
 	out := []stepup.SessionInfo{}
 	for _, ref := range rt.engines {
 		list, err := ref.built.engine.RevokeUser(r.Context(), user, adminName(r))
+		if errors.Is(err, stepup.ErrStoreUnavailable) {
+			return apiError(http.StatusServiceUnavailable, "not every session of %s was ended (%d were): %v", user, len(list), err)
+		}
 		if err != nil {
 			return apiError(http.StatusInternalServerError, "revoking sessions: %v", err)
 		}

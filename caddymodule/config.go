@@ -6,6 +6,8 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,12 +241,23 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := stepup.DeriveKeys([]byte(secret))
+	// Site handlers with inline configurations share the generated secret
+	// and the default store: each gets keys and a store namespace of its
+	// own, so that a session (or approval, link, counter) of one site is
+	// nothing to another.
+	ns := ""
+	if owner == "inline" {
+		ns = c.inlineNamespace()
+	}
+	keys, err := stepup.DeriveKeys([]byte(secret + ns))
 	if err != nil {
 		return nil, fmt.Errorf("secret: %v", err)
 	}
 	b := &built{}
 	st, err := c.openStore(ctx)
+	if err == nil {
+		st = stepup.Namespaced(st, ns)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +360,26 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// inlineNamespace names an inline configuration by what identifies its
+// users: its user names, tiers and prefix. Two sites with the same ones
+// share sessions (they are one directory); editing them starts afresh.
+func (c *Config) inlineNamespace() string {
+	h := sha256.New()
+	names := make([]string, 0, len(c.Users))
+	for name := range c.Users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		h.Write([]byte("u\x00" + n + "\x00"))
+	}
+	for _, t := range c.Tiers {
+		h.Write([]byte("t\x00" + t.Name + "\x00" + t.Base + "\x00"))
+	}
+	h.Write([]byte("p\x00" + c.Prefix))
+	return "i" + hex.EncodeToString(h.Sum(nil)[:6]) + ":"
 }
 
 // storageBlobs is Caddy storage as stepup.Blobs, looked up at each use, so

@@ -137,7 +137,12 @@ func (e *Engine) RevokeSession(ctx context.Context, handle, by string) (SessionI
 	}
 	si, _ := e.info(s, e.Now())
 	si.Handle, si.User = s.Owner, s.User
-	e.Sessions.EndOwner(ctx, s.Owner)
+	if err := e.Sessions.EndOwner(ctx, s.Owner); err != nil {
+		// Not ended: say so, so that the operator does not believe a
+		// stolen session is gone.
+		e.Audit.Log(Record{Event: EventRevoke, User: s.User, Session: s.Owner, Result: "failed", Reason: "store_unavailable", Approver: by})
+		return si, fmt.Errorf("session %s not ended: %w", s.Owner, err)
+	}
 	e.Audit.Log(Record{Event: EventRevoke, User: s.User, Session: s.Owner, Result: "session_ended", Reason: "revoked_by_admin",
 		Tiers: strings.Join(s.Stack.Names(), ","), Approver: by})
 	return si, nil
@@ -153,15 +158,33 @@ func (e *Engine) RevokeUser(ctx context.Context, user, by string) ([]SessionInfo
 		return nil, err
 	}
 	out := []SessionInfo{}
+	var failed []error
 	for _, k := range keys {
 		s, err := e.sessionOf(ctx, strings.TrimPrefix(k, keyOwner))
-		if err != nil || (s.User != user && s.LastUser != user) {
+		if errors.Is(err, ErrNoSession) {
+			continue // ended meanwhile
+		}
+		if err != nil {
+			failed = append(failed, fmt.Errorf("session %s not read: %w", strings.TrimPrefix(k, keyOwner), err))
+			continue
+		}
+		if s.User != user && s.LastUser != user {
 			continue
 		}
 		si, err := e.RevokeSession(ctx, s.Owner, by)
-		if err == nil {
-			out = append(out, si)
+		if errors.Is(err, ErrNoSession) {
+			continue
 		}
+		if err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		out = append(out, si)
+	}
+	if len(failed) > 0 {
+		// Every session that could not be ended is named: the operator
+		// must not believe the user is signed out everywhere.
+		return out, fmt.Errorf("%w: %w", ErrStoreUnavailable, errors.Join(failed...))
 	}
 	return out, nil
 }

@@ -557,7 +557,13 @@ func (m *Sessions) EndOwner(ctx context.Context, owner string) error {
 	case err != nil:
 		return fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
 	}
-	return m.forget(ctx, string(raw))
+	if err := m.forget(ctx, string(raw)); err != nil {
+		// The session record is still there: put its index back, so that
+		// ending it again (a retried revocation) finds it.
+		_, _ = m.store.SetIfAbsent(ctx, keyOwner+owner, raw, m.cfg.Lifetime)
+		return err
+	}
+	return nil
 }
 
 // cookieValue finds a cookie's value without allocating, unlike

@@ -230,21 +230,25 @@ func (e *Engine) Session(w http.ResponseWriter, r *http.Request) *Session {
 // needs a session decision must then fail closed, not treat the request as
 // anonymous.
 func (e *Engine) SessionChecked(w http.ResponseWriter, r *http.Request) (*Session, error) {
-	s, err := e.Sessions.LoadChecked(r)
+	return e.SessionCheckedAt(w, r, e.Now())
+}
+
+// SessionCheckedAt is SessionChecked at a time the caller read already.
+func (e *Engine) SessionCheckedAt(w http.ResponseWriter, r *http.Request, now time.Time) (*Session, error) {
+	s, err := e.Sessions.LoadCheckedAt(r, now)
 	if err != nil {
 		return nil, err
 	}
-	return e.session(w, r, s), nil
+	return e.session(w, r, s, now), nil
 }
 
-func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session) *Session {
+func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session, now time.Time) *Session {
 	if e.external != nil {
 		s = e.applyExternal(w, r, s)
 	}
 	if s == nil {
 		return nil
 	}
-	now := e.Now()
 	stack, drops := s.Stack.Reconcile(e.Hierarchy, now)
 	if drops == nil {
 		return s

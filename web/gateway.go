@@ -106,9 +106,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	if p == e.Prefix || strings.HasPrefix(p, e.Prefix+"/") {
 		return g.serveOwn(w, r, next)
 	}
-	s, err := e.SessionChecked(w, r)
+	now := e.Now()
+	s, err := e.SessionCheckedAt(w, r, now)
 	ev := evaluations.Get().(*stepup.Evaluation)
-	*ev = stepup.Evaluation{Request: r, Session: s, Now: e.Now()}
+	*ev = stepup.Evaluation{Request: r, Session: s, Now: now}
 	if err != nil {
 		err = g.storeUnavailable(w, r, ev, next, err)
 	} else {

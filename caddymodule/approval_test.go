@@ -584,3 +584,82 @@ func TestApprovalConfigErrorsNameThePolicyAndLine(t *testing.T) {
 		t.Fatalf("unknown zone: %v", err)
 	}
 }
+
+// TestApprovalForACookielessAPIClientWithAnIdentityFromBasicAuth: an API
+// client that keeps no cookie (its identity asserted by basic_auth on
+// every request) asks, and once approved the same request passes once;
+// another user of the same route gets nothing from it.
+func TestApprovalForACookielessAPIClientWithAnIdentityFromBasicAuth(t *testing.T) {
+	g := `
+	stepup {
+		secret "` + testSecret + `"
+		user carol {
+			password "` + hashFor(t, "carol-pw") + `"
+			roles security
+		}
+		tier sso {
+			method external {
+				user {http.auth.user.id}
+			}
+			max_age 1h
+		}
+		approval deploys {
+			approvers role:security
+			justification none
+		}
+	}`
+	st := `
+	@api path /deploy
+	basic_auth @api {
+		ci "` + hashFor(t, "ci-basic") + `"
+		other "` + hashFor(t, "other-basic") + `"
+	}
+	stepup {
+		transaction deploy {
+			match {
+				path /deploy
+			}
+			tier sso
+			approval deploys
+		}
+	}
+	respond "ok user={http.stepup.user} body={http.request.body}"
+`
+	s := startCaddy(t, g, st)
+	send := func(user, pass, body string) (int, string, string) {
+		req, _ := http.NewRequest("POST", s.base+"/deploy", strings.NewReader(body))
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth(user, pass)
+		resp, err := http.DefaultClient.Do(req) // no cookie jar
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), string(raw)
+	}
+	status, loc, body := send("ci", "ci-basic", `{"version":"1.2.3"}`)
+	if status != http.StatusAccepted || loc == "" {
+		t.Fatalf("asking: %d %s", status, body)
+	}
+	// The root tier is the identity basic_auth asserts on /deploy only:
+	// carol decides as an operator would, through the admin path.
+	id := strings.TrimPrefix(loc, "/_stepup/approvals/")
+	rt, err := running()
+	if err != nil || len(rt.engines) == 0 || rt.engines[0].built.approvals == nil {
+		t.Fatalf("no running engine: %v", err)
+	}
+	if _, err := rt.engines[0].built.approvals.DecideAsAdmin(t.Context(), id, "carol", []string{"security"}, "approve", "ship it"); err != nil {
+		t.Fatalf("approving: %v", err)
+	}
+	if status, _, body := send("other", "other-basic", `{"version":"1.2.3"}`); status == 200 {
+		t.Fatalf("another user passed on ci's approval: %s", body)
+	}
+	if status, _, body := send("ci", "ci-basic", `{"version":"1.2.3"}`); status != 200 || !strings.Contains(body, `body={"version":"1.2.3"}`) {
+		t.Fatalf("the approved deploy: %d %s", status, body)
+	}
+	if status, _, _ := send("ci", "ci-basic", `{"version":"1.2.3"}`); status == 200 {
+		t.Fatal("the approval passed twice")
+	}
+}

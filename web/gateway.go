@@ -103,7 +103,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	stripTrailers(r)
 	e := g.Engine
 	p := r.URL.Path
-	if p == e.Prefix || strings.HasPrefix(p, e.Prefix+"/") {
+	if strings.HasPrefix(p, e.Prefix) && (len(p) == len(e.Prefix) || p[len(e.Prefix)] == '/') {
 		return g.serveOwn(w, r, next)
 	}
 	now := e.Now()

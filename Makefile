@@ -93,6 +93,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParsePasswordHash -fuzztime 20s ./stepup
 	$(GO) test -run '^$$' -fuzz FuzzResponse -fuzztime 20s ./stepup/radius
 	$(GO) test -run '^$$' -fuzz FuzzKeptRequest -fuzztime 20s ./stepup
+	$(GO) test -run '^$$' -fuzz FuzzStoredSession -fuzztime 20s ./stepup
 	$(GO) test -run '^$$' -fuzz FuzzFinishLogin -fuzztime 20s ./stepup/webauthn
 	$(GO) test -run '^$$' -fuzz FuzzFinishRegistration -fuzztime 20s ./stepup/webauthn
 	$(GO) test -run '^$$' -fuzz FuzzCaddyfile -fuzztime 20s ./caddymodule

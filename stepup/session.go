@@ -455,8 +455,10 @@ func (m *Sessions) forgetChanges() {
 }
 
 // New returns a fresh, unsaved session with a new owner.
-// sessionIDBytes is the length of a session id: 192 random bits.
-const sessionIDBytes = 24
+// sessionIDBytes is the length of a session id: 144 random bits, far
+// beyond guessing, in 24 characters (a million sessions keep a million of
+// them as keys).
+const sessionIDBytes = 18
 
 func (m *Sessions) New() *Session {
 	now := m.now()

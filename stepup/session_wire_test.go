@@ -38,3 +38,46 @@ func TestSessionWireFormRoundTripsAndReadsTheOlderForm(t *testing.T) {
 		t.Errorf("the stored form (%d bytes) is not smaller than the older one (%d)", len(raw), len(old))
 	}
 }
+
+// TestStoredSessionFormsDecodeAndNonsenseDoesNot: the JSON form of the
+// previous version still reads; a truncated or altered record is an error,
+// never a session.
+func TestStoredSessionFormsDecodeAndNonsenseDoesNot(t *testing.T) {
+	at := time.Unix(1795950549, 652058286)
+	prev := []byte(`{"o":"own","u":"alice","r":["staff"],"s":[{"t":"login","m":"password","c":"alice","a":1795950549652058286}],"c":1795950549652058286,"l":1795950549652058286}`)
+	var s Session
+	if err := decodeSession(prev, &s); err != nil || s.User != "alice" || !s.Stack[0].At.Equal(at) || !s.Created.Equal(at) {
+		t.Fatalf("previous JSON form: %v %+v", err, &s)
+	}
+	raw, _ := encodeSession(&Session{Owner: "own", User: "alice", Roles: []string{"a"}, Stack: tiers.Stack{{Tier: "login", Method: "password", At: at}}, Created: at, Seen: at})
+	for i := 0; i < len(raw); i++ {
+		var got Session
+		if decodeSession(raw[:i], &got) == nil {
+			t.Fatalf("a record cut to %d of %d bytes decoded", i, len(raw))
+		}
+	}
+	if decodeSession(append(append([]byte(nil), raw...), 0), new(Session)) == nil {
+		t.Fatal("a record with trailing bytes decoded")
+	}
+}
+
+// FuzzStoredSession: any stored bytes decode to a session or an error,
+// never a panic; what decodes encodes back to the same session.
+func FuzzStoredSession(f *testing.F) {
+	at := time.Unix(1795950549, 1)
+	raw, _ := encodeSession(&Session{Owner: "o", User: "u", Roles: []string{"r"}, Stack: tiers.Stack{{Tier: "t", Method: "m", At: at}}, Created: at, Seen: at})
+	f.Add(raw)
+	f.Add([]byte(`{"o":"x","c":1,"l":2}`))
+	f.Add([]byte{1, 0, 200, 200, 200})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s Session
+		if decodeSession(b, &s) != nil || len(b) == 0 || b[0] == '{' {
+			return
+		}
+		again, _ := encodeSession(&s)
+		var s2 Session
+		if err := decodeSession(again, &s2); err != nil || s2.User != s.User || s2.Owner != s.Owner || len(s2.Stack) != len(s.Stack) {
+			t.Fatalf("re-encoding changed the session: %v", err)
+		}
+	})
+}

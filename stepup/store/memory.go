@@ -5,7 +5,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"hash/maphash"
@@ -24,8 +23,10 @@ var ErrUnavailable = errors.New("session store unavailable")
 
 const shardCount = 32
 
+// entry is a value and its expiry: a string rather than a byte slice, so
+// that each of a million sessions' records costs eight bytes less.
 type entry struct {
-	val []byte
+	val string
 	exp int64 // unix nanoseconds; 0 = no expiry
 }
 
@@ -82,13 +83,13 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 	if !ok || !e.live(m.now().UnixNano()) {
 		return nil, ErrNotFound
 	}
-	return append([]byte(nil), e.val...), nil
+	return []byte(e.val), nil
 }
 
 // Set stores a copy of val under key for ttl (0 = until deleted).
 func (m *Memory) Set(_ context.Context, key string, val []byte, ttl time.Duration) error {
 	s := m.shard(key)
-	e := entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	e := entry{val: string(val), exp: m.expiry(ttl)}
 	s.mu.Lock()
 	s.m[key] = e
 	s.mu.Unlock()
@@ -115,7 +116,7 @@ func (m *Memory) Take(_ context.Context, key string) ([]byte, error) {
 	if !ok || !e.live(m.now().UnixNano()) {
 		return nil, ErrNotFound
 	}
-	return e.val, nil
+	return []byte(e.val), nil
 }
 
 // SetIfAbsent stores a copy of val under key for ttl unless a live value is
@@ -128,7 +129,7 @@ func (m *Memory) SetIfAbsent(_ context.Context, key string, val []byte, ttl time
 	if e, ok := s.m[key]; ok && e.live(now) {
 		return false, nil
 	}
-	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	s.m[key] = entry{val: string(val), exp: m.expiry(ttl)}
 	return true, nil
 }
 
@@ -151,14 +152,14 @@ func (m *Memory) Add(_ context.Context, key string, delta int64, ttl time.Durati
 	var n int64
 	if ok && e.live(now) {
 		var err error
-		if n, err = strconv.ParseInt(string(e.val), 10, 64); err != nil {
+		if n, err = strconv.ParseInt(e.val, 10, 64); err != nil {
 			return 0, errors.New("value is not a counter")
 		}
 	} else {
 		e = entry{exp: m.expiry(ttl)}
 	}
 	n += delta
-	e.val = strconv.AppendInt(e.val[:0], n, 10)
+	e.val = strconv.FormatInt(n, 10)
 	s.m[key] = e
 	return n, nil
 }
@@ -174,7 +175,7 @@ func (m *Memory) Replace(_ context.Context, key string, val []byte, ttl time.Dur
 	if e, ok := s.m[key]; !ok || !e.live(now) {
 		return false, nil
 	}
-	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	s.m[key] = entry{val: string(val), exp: m.expiry(ttl)}
 	return true, nil
 }
 
@@ -185,10 +186,10 @@ func (m *Memory) CompareAndSwap(_ context.Context, key string, old, val []byte, 
 	now := m.now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.m[key]; !ok || !e.live(now) || !bytes.Equal(e.val, old) {
+	if e, ok := s.m[key]; !ok || !e.live(now) || e.val != string(old) {
 		return false, nil
 	}
-	s.m[key] = entry{val: append([]byte(nil), val...), exp: m.expiry(ttl)}
+	s.m[key] = entry{val: string(val), exp: m.expiry(ttl)}
 	return true, nil
 }
 

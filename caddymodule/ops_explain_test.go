@@ -328,9 +328,6 @@ func TestCLIAgainstTheAdminAPI(t *testing.T) {
 
 	// The real binary, once: `caddy stepup` is registered and talks to
 	// the same endpoint.
-	if testing.Short() {
-		t.Skip("building cmd/caddy")
-	}
 	bin := filepath.Join(t.TempDir(), "caddy")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/caddy")
 	// TestMain gave the tests a home of their own; the go command needs

@@ -1,6 +1,7 @@
 package stepup
 
 import (
+	"net/http"
 	"net/url"
 	"strings"
 )
@@ -61,4 +62,21 @@ func validID(s string) bool {
 		}
 	}
 	return true
+}
+
+// PathOf is the path of a request URI, without its query: what audit
+// records, notifications and pages show of a kept action (a query may
+// carry what is not for them).
+func PathOf(uri string) string {
+	p, _, _ := strings.Cut(uri, "?")
+	return p
+}
+
+// IsAPI tells API clients from browser navigations: an API client does not
+// accept HTML, or says it is a script.
+func IsAPI(r *http.Request) bool {
+	if r.Header.Get("X-Requested-With") != "" {
+		return true
+	}
+	return !strings.Contains(r.Header.Get("Accept"), "text/html")
 }

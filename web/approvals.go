@@ -7,7 +7,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
@@ -68,7 +67,7 @@ func (g *Gateway) approvalAnswer(w http.ResponseWriter, r *http.Request, d *step
 	switch {
 	case d.Reason == "approval_pending":
 		uri := e.Prefix + "/approvals/" + d.Approval
-		if isAPI(r) {
+		if stepup.IsAPI(r) {
 			q, _, err := g.Approvals.Get(r.Context(), d.Approval)
 			if err != nil {
 				return &HTTPError{http.StatusInternalServerError, err}
@@ -80,13 +79,13 @@ func (g *Gateway) approvalAnswer(w http.ResponseWriter, r *http.Request, d *step
 		http.Redirect(w, r, uri, http.StatusSeeOther)
 		return nil
 	case d.Reason == "approval_condition_failed":
-		if isAPI(r) {
+		if stepup.IsAPI(r) {
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": "approval_condition_failed", "condition": d.Condition, "detail": d.Detail})
 			return nil
 		}
 		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.not_allowed_now.title"), text{Raw: d.Detail}, "", text{})
 	case d.Reason == "approval_denied":
-		if isAPI(r) {
+		if stepup.IsAPI(r) {
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": "approval_denied", "id": d.Approval, "detail": d.Detail})
 			return nil
 		}
@@ -128,13 +127,13 @@ func (g *Gateway) approvalPage(w http.ResponseWriter, r *http.Request, s *stepup
 		role = approval.RoleOf(q, p, s)
 	}
 	if role == approval.RoleNone {
-		if isAPI(r) {
+		if stepup.IsAPI(r) {
 			writeJSON(w, http.StatusNotFound, map[string]any{"error": "not_found"})
 			return nil
 		}
 		return g.renderMessage(w, r, http.StatusNotFound, tx("msg.not_found.title"), tx("msg.no_such_request"), g.Engine.Prefix+"/", tx("nav.session"))
 	}
-	if isAPI(r) {
+	if stepup.IsAPI(r) {
 		writeJSON(w, http.StatusOK, approvalJSON(q, g.Engine.Prefix+"/approvals/"+q.ID))
 		return nil
 	}
@@ -420,7 +419,7 @@ func (g *Gateway) inbox(w http.ResponseWriter, r *http.Request, s *stepup.Sessio
 			if q.Risk != "" {
 				risk = l.T("approval.risk", "Risk", q.Risk)
 			}
-			row := inboxRow{ID: q.ID, Action: q.Method + " " + pathOf(q.URI), Set: set, Risk: risk, Requester: q.User, Status: l.T("approval.status_" + q.Status),
+			row := inboxRow{ID: q.ID, Action: q.Method + " " + stepup.PathOf(q.URI), Set: set, Risk: risk, Requester: q.User, Status: l.T("approval.status_" + q.Status),
 				Asked: q.Created.UTC().Format("2006-01-02 15:04 UTC"), URL: e.Prefix + "/approvals/" + q.ID}
 			if q.Waiting() {
 				row.Left = l.Duration(q.Expires.Sub(now))
@@ -443,11 +442,6 @@ func (g *Gateway) inbox(w http.ResponseWriter, r *http.Request, s *stepup.Sessio
 // inboxRow is one request in the inbox.
 type inboxRow struct {
 	ID, Action, Set, Risk, Requester, Status, Asked, Left, URL string
-}
-
-func pathOf(uri string) string {
-	p, _, _ := strings.Cut(uri, "?")
-	return p
 }
 
 func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request) error {

@@ -222,7 +222,7 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 		if status == 0 {
 			status = http.StatusForbidden
 		}
-		if isAPI(r) {
+		if stepup.IsAPI(r) {
 			writeJSON(w, status, map[string]any{"error": "access_denied", "reason": d.Denial.Reason, "detail": d.Denial.Detail})
 			return nil
 		}
@@ -234,7 +234,7 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 	if t, _ := e.Hierarchy.Get(m.Tier); m.MaxAge > 0 && m.MaxAge < t.MaxAge {
 		q.Set("max_age", strconv.Itoa(int(m.MaxAge.Seconds())))
 	}
-	if isAPI(r) {
+	if stepup.IsAPI(r) {
 		q.Set("return", r.URL.RequestURI())
 		// Which set asked is for the audit trail and signed-in users, not
 		// for anyone probing the site's configuration.
@@ -293,15 +293,6 @@ func (g *Gateway) challengeAPI(w http.ResponseWriter, m *stepup.Missing, stepURI
 	}
 	writeJSON(w, http.StatusUnauthorized, body)
 	return nil
-}
-
-// isAPI tells API clients from browser navigations: an API client does not
-// accept HTML, or says it is a script.
-func isAPI(r *http.Request) bool {
-	if r.Header.Get("X-Requested-With") != "" {
-		return true
-	}
-	return !strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 // returnFor is where a user goes back to after a kept unsafe request: the

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
 
 func TestIsAPI(t *testing.T) {
@@ -25,7 +27,7 @@ func TestIsAPI(t *testing.T) {
 		if tt.xrw != "" {
 			r.Header.Set("X-Requested-With", tt.xrw)
 		}
-		if got := isAPI(r); got != tt.api {
+		if got := stepup.IsAPI(r); got != tt.api {
 			t.Errorf("Accept %q X-Requested-With %q: isAPI = %v", tt.accept, tt.xrw, got)
 		}
 	}

@@ -369,14 +369,14 @@ func (g *Gateway) stepContext(r *http.Request, s *stepup.Session, p challengePar
 		d.KeptForm = kept.Method != http.MethodGet && kept.Method != http.MethodHead
 		perRequest = kept.Fresh
 		d.Asked = g.why(l, g.setLabel(kept.Set), d.KeptForm, p.target, maxAge, perRequest)
-		d.AskedPath = kept.Method + " " + pathOf(kept.URI)
+		d.AskedPath = kept.Method + " " + stepup.PathOf(kept.URI)
 		if !d.KeptForm {
-			d.AskedPath = pathOf(kept.URI)
+			d.AskedPath = stepup.PathOf(kept.URI)
 		}
 	case p.ret != "/" && !g.hasPrefixPath(p.ret):
 		if set, ok := g.askedFor(r, p.target, p.ret, maxAge); ok {
 			d.Asked = g.why(l, g.setLabel(set), false, p.target, maxAge, false)
-			d.AskedPath = pathOf(p.ret)
+			d.AskedPath = stepup.PathOf(p.ret)
 		} else {
 			d.Asked = g.why(l, "", false, p.target, maxAge, false)
 		}
@@ -872,7 +872,7 @@ func (g *Gateway) cancel(w http.ResponseWriter, r *http.Request, s *stepup.Sessi
 		q.Set("pending", id)
 		back = e.Prefix + "/challenge?" + q.Encode()
 	}
-	d := &pageData{L: l, Title: l.T("cancel.title"), Notice: l.T("cancel.body", "Action", kept.Method+" "+pathOf(kept.URI)),
+	d := &pageData{L: l, Title: l.T("cancel.title"), Notice: l.T("cancel.body", "Action", kept.Method+" "+stepup.PathOf(kept.URI)),
 		Confirm: &confirmForm{Action: e.Prefix + "/resume/" + id, Submit: l.T("cancel.submit"), Back: l.T("cancel.back"), BackURL: back,
 			Fields: []input{{Name: "action", Value: "discard"}, {Name: "return", Value: ret}}}}
 	return g.render(w, r, http.StatusOK, "message", d)

@@ -35,7 +35,7 @@ func (g *Gateway) unavailable(w http.ResponseWriter, r *http.Request, cause erro
 	}
 	e.Log(r, nil, stepup.Record{Event: stepup.EventDenied, Result: "unavailable", Reason: reason})
 	w.Header().Set("Retry-After", retryAfter)
-	if isAPI(r) {
+	if stepup.IsAPI(r) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
 			"error":             "temporarily_unavailable",
 			"error_description": "sessions cannot be checked right now; try again shortly",

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -312,7 +313,7 @@ func (s *Service) expire(ctx context.Context, id string) (*Request, error) {
 		reason = "approved but not used in time"
 		_ = s.Engine.Store.Delete(ctx, keyOnce+q.Binding+":"+q.Policy+":"+q.Digest)
 	}
-	s.Engine.Audit.Log(stepup.Record{Event: stepup.EventApprovalExpired, User: q.User, Set: q.Set, Method: q.Method, Path: pathOf(q.URI),
+	s.Engine.Audit.Log(stepup.Record{Event: stepup.EventApprovalExpired, User: q.User, Set: q.Set, Method: q.Method, Path: stepup.PathOf(q.URI),
 		ClientIP: q.ClientIP, Result: StatusExpired, Reason: reason, Approval: q.ID, Policy: q.Policy})
 	s.notify(p, q, "expired", map[string]any{"reason": reason})
 	return q, nil
@@ -359,16 +360,8 @@ func (s *Service) List(ctx context.Context) ([]*Request, error) {
 			out = append(out, q)
 		}
 	}
-	sortNewestFirst(out)
+	slices.SortFunc(out, func(a, b *Request) int { return b.Created.Compare(a.Created) })
 	return out, nil
-}
-
-func sortNewestFirst(qs []*Request) {
-	for i := 1; i < len(qs); i++ {
-		for j := i; j > 0 && qs[j].Created.After(qs[j-1].Created); j-- {
-			qs[j], qs[j-1] = qs[j-1], qs[j]
-		}
-	}
 }
 
 // Binding is what a once-grant is bound to: the session's stable owner,
@@ -414,11 +407,6 @@ func readBody(r *http.Request, max int64) ([]byte, error) {
 
 var errTooLarge = errors.New("request body too large for an approval")
 
-func pathOf(uri string) string {
-	p, _, _ := strings.Cut(uri, "?")
-	return p
-}
-
 // clip bounds what people write, as valid UTF-8 cut on a character
 // boundary, so that the audit trail, notifications and pages show the
 // same text.
@@ -439,7 +427,7 @@ func clip(s string) string {
 func (s *Service) notify(p *Policy, q *Request, event string, extra map[string]any) {
 	data := map[string]any{
 		"id": q.ID, "policy": q.Policy, "set": q.Set, "risk": q.Risk, "requester": q.User,
-		"method": q.Method, "path": pathOf(q.URI), "host": q.Host, "status": q.Status,
+		"method": q.Method, "path": stepup.PathOf(q.URI), "host": q.Host, "status": q.Status,
 		"link": q.Link, "created": q.Created, "expires": q.Expires,
 	}
 	if q.Justification != "" {

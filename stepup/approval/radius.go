@@ -46,7 +46,7 @@ func (s *Service) exchange(p *Policy, q *Request, answer string, state []byte) {
 	resp, err := p.Radius.Client.Exchange(ctx, stepradius.Request{
 		UserName: q.User, Password: answer, State: state,
 		NASIdentifier: p.Radius.NASIdentifier, CallingStation: q.ClientIP,
-		CalledStation: q.Host, NASPortID: q.Set, ConnectInfo: q.Method + " " + pathOf(q.URI),
+		CalledStation: q.Host, NASPortID: q.Set, ConnectInfo: q.Method + " " + stepup.PathOf(q.URI),
 	})
 	if s.ctx.Err() != nil {
 		return
@@ -114,7 +114,7 @@ func (s *Service) radiusDecided(id, decision string, resp *stepradius.Response, 
 		return
 	}
 	s.granted(s.ctx, q, p)
-	rec := stepup.Record{Event: stepup.EventApprovalDecided, User: q.User, Set: q.Set, Method: q.Method, Path: pathOf(q.URI), ClientIP: q.ClientIP,
+	rec := stepup.Record{Event: stepup.EventApprovalDecided, User: q.User, Set: q.Set, Method: q.Method, Path: stepup.PathOf(q.URI), ClientIP: q.ClientIP,
 		Result: q.Status, Approval: q.ID, Policy: q.Policy, Approver: "radius", Comment: q.Radius.Reply, Reason: "radius_class=" + q.Radius.Class}
 	s.Engine.Audit.Log(rec)
 	s.notify(p, q, "decided", map[string]any{"decision": q.Status, "approver": "radius", "comment": q.Radius.Reply})

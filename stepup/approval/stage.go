@@ -216,7 +216,7 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		ID: stepup.RandomID(), Policy: p.Name, Set: set.Name, Risk: set.Risk, Tier: set.Tier,
 		User: sess.User, Binding: binding, Method: r.Method, URI: r.URL.RequestURI(), Host: r.Host,
 		ContentType: r.Header.Get("Content-Type"), Body: body, Digest: digest, ClientIP: clientIP, ReadAs: ev.Readings.Methods,
-		Browser: !isAPI(r), Conditions: results, Created: now, Expires: now.Add(p.Expire), Status: StatusPending,
+		Browser: !stepup.IsAPI(r), Conditions: results, Created: now, Expires: now.Add(p.Expire), Status: StatusPending,
 	}
 	q.Link = e.Scheme(r) + "://" + r.Host + e.Prefix + "/approvals/" + q.ID
 	if err := s.save(ctx, q); err != nil {
@@ -313,11 +313,6 @@ func (s *Service) use(ev *stepup.Evaluation, id, digest string) *stepup.Denial {
 	s.Engine.Log(ev.Request, ev.Session, stepup.Record{Event: stepup.EventApprovalUsed, Set: q.Set, Result: "allowed", Approval: q.ID, Policy: q.Policy})
 	s.notify(p, q, "used", nil)
 	return nil
-}
-
-// isAPI tells API clients from browsers, as the gateway does.
-func isAPI(r *http.Request) bool {
-	return r.Header.Get("X-Requested-With") != "" || !strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 // Draft is a decision kept while its approver steps up.

@@ -436,6 +436,8 @@ func (a *AdminAPI) decideApproval(w http.ResponseWriter, r *http.Request, rt *ru
 		return apiError(http.StatusForbidden, "%s is not an approver of this request (policy %s)", req.Approver, q.Policy)
 	case errors.Is(err, approval.ErrAlreadyDecided):
 		return apiError(http.StatusConflict, "%s has already decided this request", req.Approver)
+	case errors.Is(err, approval.ErrBadDecision):
+		return apiError(http.StatusBadRequest, "decision must be approve or deny")
 	case errors.Is(err, approval.ErrNotPending):
 		return apiError(http.StatusConflict, "the request is no longer pending")
 	case errors.Is(err, approval.ErrJustification):
@@ -725,9 +727,14 @@ func explainSite(r *http.Request, site *siteRef, req *ExplainRequest, u *url.URL
 		user, roles = sess.User, sess.Roles
 	}
 	refused, needApproval := "", ""
-	for i := range g.Policy.Sets {
-		set := &g.Policy.Sets[i]
-		if set.Approval == "" || ev.Decision.Matched&(1<<uint(i)) == 0 || g.Approvals == nil {
+	var approvalSets []*stepup.TransactionSet
+	if g.Approvals != nil {
+		// As the stage judges them: each policy once, as its riskiest
+		// matched set.
+		approvalSets = approval.RiskiestPerPolicy(g.Policy.Sets, ev.Decision.Matched)
+	}
+	for _, set := range approvalSets {
+		if set.Approval == "" {
 			continue
 		}
 		ax, err := g.Approvals.Explain(r.Context(), set, user, roles, e.ClientIP(syn), now)

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"github.com/caddy-stepup/caddy-stepup/stepup"
+	"github.com/caddy-stepup/caddy-stepup/stepup/approval"
 	"io"
 	"net/http"
 	"net/url"
@@ -661,5 +663,88 @@ func TestApprovalForACookielessAPIClientWithAnIdentityFromBasicAuth(t *testing.T
 	}
 	if status, _, _ := send("ci", "ci-basic", `{"version":"1.2.3"}`); status == 200 {
 		t.Fatal("the approval passed twice")
+	}
+}
+
+// TestApprovalActionsOfOthersOnARequestAreRefused: what the requester may
+// do to a request (send it, withdraw it, answer its RADIUS question) no
+// one else may, approvers included; the requester's other browser cannot
+// send it (the approval is bound to the session it was asked from); a
+// decision that is neither approve nor deny is a bad request.
+func TestApprovalActionsOfOthersOnARequestAreRefused(t *testing.T) {
+	s := startCaddy(t, approvalGlobal(t), approvalSite)
+	bob := signedIn(s, "bob")
+	id := approvalID(t, bob.post("/pay", url.Values{"amount": {"77"}}))
+	bob.get("/_stepup/approvals/" + id)
+	bob.post("/_stepup/approvals/"+id, url.Values{"justification": {"rent"}})
+	carol, dave, alice := signedIn(s, "carol"), signedIn(s, "dave"), signedIn(s, "alice")
+	carol.get("/_stepup/approvals/" + id)
+	if r := carol.post("/_stepup/approvals/"+id, url.Values{"decision": {"maybe"}}); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("decision=maybe: %d, want 400", r.StatusCode)
+	}
+	for _, u := range []struct {
+		name string
+		b    *browser
+	}{{"carol", carol}, {"dave", dave}} {
+		decide(t, u.b, u.name, id, "approve", "")
+	}
+	for _, who := range []struct {
+		name string
+		b    *browser
+	}{{"carol (an approver)", carol}, {"alice (a stranger)", alice}} {
+		who.b.get("/_stepup/approvals")
+		for _, action := range []struct {
+			path string
+			form url.Values
+		}{{"/send", nil}, {"", url.Values{"action": {"withdraw"}}}, {"/radius", url.Values{"answer": {"42"}}}} {
+			r := who.b.post("/_stepup/approvals/"+id+action.path, action.form)
+			if r.StatusCode == 200 || r.StatusCode == http.StatusSeeOther {
+				t.Errorf("%s posting %q on bob's approval: %d %s", who.name, action.path, r.StatusCode, r.body)
+			}
+		}
+	}
+	other := signedIn(s, "bob") // bob's other browser
+	other.get("/_stepup/approvals/" + id)
+	if r := other.post("/_stepup/approvals/"+id+"/send", nil); r.StatusCode == 200 {
+		t.Fatalf("bob's other session sent the approved action: %s", r.body)
+	}
+	// Nothing above spent or ended it: bob's own browser sends it, once.
+	bob.get("/_stepup/approvals/" + id)
+	if r := bob.post("/_stepup/approvals/"+id+"/send", nil); r.StatusCode != 200 || !strings.Contains(r.body, "amount=77") {
+		t.Fatalf("bob sending: %d %s", r.StatusCode, r.body)
+	}
+}
+
+// TestExplainHonoursConditionsBeforeADurationGrant: explain answers as the
+// stage decides, so a duration grant outside the policy's hours is
+// refused, not "granted".
+func TestExplainHonoursConditionsBeforeADurationGrant(t *testing.T) {
+	g := strings.Replace(approvalGlobal(t), `		approval window {
+			approvers user:carol`, `		approval window {
+			hours Mon-Fri 08:00-18:00
+			approvers user:carol`, 1)
+	s := startCaddy(t, g, approvalSite)
+	s.clock.Advance(32*time.Hour + 55*time.Minute) // Monday 17:55 UTC
+	bob := signedIn(s, "bob")
+	id := approvalID(t, bob.get("/window/a"))
+	rt, err := running()
+	if err != nil || len(rt.engines) == 0 {
+		t.Fatal(err)
+	}
+	svc := rt.engines[0].built.approvals
+	if _, err := svc.DecideAsAdmin(t.Context(), id, "carol", nil, "approve", ""); err != nil {
+		t.Fatal(err)
+	}
+	set := &stepup.TransactionSet{Name: "window", Tier: "login", Approval: "window"}
+	if x, err := svc.Explain(t.Context(), set, "bob", []string{"ops"}, "127.0.0.1", s.clock.Now()); err != nil || x.Outcome != approval.OutcomeGranted {
+		t.Fatalf("within the hours: %+v %v", x, err)
+	}
+	s.clock.Advance(6 * time.Minute) // 18:01: outside the hours; the grant (10m) still runs
+	if r := bob.get("/window/b"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("the real request at 18:01: %d, want 403 (hours)", r.StatusCode)
+	}
+	x, err := svc.Explain(t.Context(), set, "bob", []string{"ops"}, "127.0.0.1", s.clock.Now())
+	if err != nil || x.Outcome != approval.OutcomeRefused {
+		t.Fatalf("outside the hours, explain says %+v %v", x, err)
 	}
 }

@@ -350,6 +350,7 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		b.release()
 		return nil, err
 	}
+	b.engine.PageCookie = web.FlashCookie
 	if b.approvals, err = c.buildApprovals(ctx, b.engine); err != nil {
 		b.release()
 		return nil, err

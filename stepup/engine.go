@@ -31,6 +31,10 @@ type Engine struct {
 	Credentials *CredentialLog
 	// Prefix of the module's own pages.
 	Prefix string
+	// PageCookie is a further cookie of the module's pages (the one-time
+	// notice after an action): removed, like the session cookie, from
+	// what reaches the upstream.
+	PageCookie string
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 	// ClientIP returns the client address of a request.
@@ -155,7 +159,7 @@ func (e *Engine) StripCookies(r *http.Request) {
 	session, csrf := e.Sessions.CookieName(r), e.CSRF.name(r)
 	own := func(part string) bool {
 		name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-		return name == "" || name == session || name == csrf
+		return name == "" || name == session || name == csrf || name == e.PageCookie
 	}
 	foreign, mine := 0, 0
 	for _, l := range lines {

@@ -392,12 +392,9 @@ func (m *Sessions) fetch(ctx context.Context, id string) (*Session, error) {
 	return s, nil
 }
 
-// jsonMarshal encodes a session for the store.
-func jsonMarshal(s *Session) ([]byte, error) { return encodeSession(s) }
-
 // encode returns a session's stored form and its time to live.
 func (m *Sessions) encode(s *Session) ([]byte, time.Duration, error) {
-	raw, err := jsonMarshal(s)
+	raw, err := encodeSession(s)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -293,7 +293,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			s := &Session{ID: randomToken(32), Owner: randomToken(18), User: "user" + strings.Repeat("x", j%8),
 				Roles: []string{"staff"}, Created: c.Now(), Seen: c.Now(),
 				Stack: tiers.Stack{{Tier: "login", Method: "password", Credential: "user", At: c.Now()}}}
-			raw, _ := jsonMarshal(s)
+			raw, _ := encodeSession(s)
 			_ = st.Set(ctx, keySession+s.ID, raw, time.Hour)
 		}
 		runtime.GC()

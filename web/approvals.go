@@ -287,6 +287,8 @@ func approvalError(err error) (int, string) {
 		return http.StatusForbidden, "approval.err.not_approver"
 	case errors.Is(err, approval.ErrAlreadyDecided):
 		return http.StatusConflict, "approval.err.already"
+	case errors.Is(err, approval.ErrBadDecision):
+		return http.StatusBadRequest, "msg.bad_request.body"
 	case errors.Is(err, approval.ErrNotPending):
 		return http.StatusConflict, "approval.err.not_pending"
 	case errors.Is(err, approval.ErrJustification):

@@ -19,8 +19,12 @@ import (
 // is not bound to the session: signing out ends the session whose page
 // then says so).
 
+// FlashCookie is the name of the one-time notice cookie; the engine must
+// strip it from what reaches the upstream (Engine.PageCookie).
+const FlashCookie = "stepup_flash"
+
 const (
-	flashCookie = "stepup_flash"
+	flashCookie = FlashCookie
 	flashTTL    = time.Minute
 )
 
@@ -72,26 +76,4 @@ func (g *Gateway) takeFlash(w http.ResponseWriter, r *http.Request) string {
 		return ""
 	}
 	return parts[0]
-}
-
-// stripFlash keeps the flash cookie from an upstream (a replayed request
-// is sent from a path under the prefix).
-func stripFlash(r *http.Request) {
-	lines := r.Header["Cookie"]
-	if len(lines) == 0 || !strings.Contains(strings.Join(lines, ";"), flashCookie+"=") {
-		return
-	}
-	var keep []string
-	for _, l := range lines {
-		for _, part := range strings.Split(l, ";") {
-			if name, _, _ := strings.Cut(strings.TrimSpace(part), "="); name != flashCookie && strings.TrimSpace(part) != "" {
-				keep = append(keep, strings.TrimSpace(part))
-			}
-		}
-	}
-	if len(keep) == 0 {
-		r.Header.Del("Cookie")
-		return
-	}
-	r.Header["Cookie"] = []string{strings.Join(keep, "; ")}
 }

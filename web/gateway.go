@@ -187,7 +187,6 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 		g.SetVars(r, v)
 	}
 	e.StripCookies(r)
-	stripFlash(r)
 	return next.ServeHTTP(w, r)
 }
 

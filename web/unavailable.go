@@ -16,8 +16,16 @@ const retryAfter = "5"
 // anonymous; any other fails closed: it is neither let through nor sent to
 // step up (a sign-in could not be stored either), but answered 503.
 func (g *Gateway) storeUnavailable(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation, next Next, cause error) error {
+	// On every reading, as decide matches: a request that needs a session
+	// only through a reading (/admin/, an override) gets the 503 too.
+	if len(g.Policy.Sets) > 0 {
+		ev.Readings = stepup.ReadingsOf(r)
+	}
 	if err := g.Policy.Decide(ev); err == nil && ev.Decision.Allowed {
 		return g.decide(w, r, ev, next)
+	}
+	if g.Metrics != nil {
+		g.Metrics.Error.Inc()
 	}
 	return g.unavailable(w, r, cause)
 }

@@ -133,6 +133,7 @@ var (
 	ErrSelfApproval     = errors.New("the requester cannot approve their own action")
 	ErrAlreadyDecided   = errors.New("already decided by this approver")
 	ErrNotPending       = errors.New("the request is no longer pending")
+	ErrBadDecision      = errors.New("a decision is approve or deny")
 	ErrApproverTier     = errors.New("the approver tier is not held")
 	ErrJustification    = errors.New("a justification is required")
 	ErrBreakGlassDenied = errors.New("break glass is not allowed by this policy")

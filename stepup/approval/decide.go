@@ -56,6 +56,9 @@ func (s *Service) Decide(r *http.Request, sess *stepup.Session, id, decision, co
 	case RoleNone:
 		return q, ErrNotApprover
 	}
+	if decision != "approve" && decision != "deny" {
+		return q, ErrBadDecision
+	}
 	if !q.Waiting() {
 		return q, ErrNotPending
 	}
@@ -85,7 +88,7 @@ func (s *Service) DecideAsAdmin(ctx context.Context, id, approver string, roles 
 // vote adds one decision and applies the threshold, atomically.
 func (s *Service) vote(ctx context.Context, r *http.Request, sess *stepup.Session, id string, v Vote) (*Request, error) {
 	if v.Decision != "approve" && v.Decision != "deny" {
-		return nil, ErrNotPending
+		return nil, ErrBadDecision
 	}
 	var ended bool
 	q, p, err := s.update(ctx, id, func(q *Request, p *Policy) error {
@@ -119,7 +122,7 @@ func (s *Service) vote(ctx context.Context, r *http.Request, sess *stepup.Sessio
 	}
 	s.log(r, sess, rec)
 	if ended {
-		s.granted(ctx, q, p)
+		s.granted(ctx, q)
 		s.notify(p, q, "decided", map[string]any{"decision": q.Status, "approver": v.User, "comment": v.Comment})
 	}
 	return q, nil
@@ -141,7 +144,7 @@ func (s *Service) approve(q *Request, p *Policy, now time.Time, cap time.Duratio
 }
 
 // granted writes the grant of a request just approved.
-func (s *Service) granted(ctx context.Context, q *Request, _ *Policy) {
+func (s *Service) granted(ctx context.Context, q *Request) {
 	store := s.Engine.Store
 	switch {
 	case q.Status != StatusApproved:
@@ -247,7 +250,7 @@ func (s *Service) BreakGlass(r *http.Request, sess *stepup.Session, id, reason s
 		_ = s.Engine.Store.Delete(ctx, cool)
 		return q, err
 	}
-	s.granted(ctx, q, p)
+	s.granted(ctx, q)
 	s.Engine.Log(r, sess, stepup.Record{Event: stepup.EventBreakGlass, Set: q.Set, Result: StatusApproved, Approval: q.ID, Policy: q.Policy, Approver: q.User, Comment: reason, BreakGlass: true})
 	s.notify(p, q, "break_glass", map[string]any{"reason": reason, "approvers": p.ApproverNames()})
 	return q, nil

@@ -58,18 +58,23 @@ func (s *Service) Explain(ctx context.Context, set *stepup.TransactionSet, user 
 		return x, nil
 	}
 	store := s.Engine.Store
-	if id, err := store.Get(ctx, keyDuration+user+":"+p.Name+":"+set.Name); err == nil {
-		if q, _, err := s.Get(ctx, string(id)); err == nil && q.Status == StatusApproved {
-			until := q.GrantUntil
-			x.GrantUntil = &until
-			x.ConditionsOK = true
-			x.Outcome, x.Detail = OutcomeGranted, "a duration grant covers this set until "+until.UTC().Format(time.RFC3339)
-			return x, nil
-		}
-	} else if !errors.Is(err, stepup.ErrNotFound) {
-		return nil, err
-	}
+	// In the order the stage decides: the conditions hold first, even for
+	// a grant; then a duration grant; then the rate, which a grant does
+	// not spend.
 	x.Conditions = p.staticConditions(roles, clientIP, now, set.Risk)
+	if firstFailed(x.Conditions) == "" {
+		if id, err := store.Get(ctx, keyDuration+user+":"+p.Name+":"+set.Name); err == nil {
+			if q, _, err := s.Get(ctx, string(id)); err == nil && q.Status == StatusApproved {
+				until := q.GrantUntil
+				x.GrantUntil = &until
+				x.ConditionsOK = true
+				x.Outcome, x.Detail = OutcomeGranted, "a duration grant covers this set until "+until.UTC().Format(time.RFC3339)
+				return x, nil
+			}
+		} else if !errors.Is(err, stepup.ErrNotFound) {
+			return nil, err
+		}
+	}
 	if p.Rate != nil {
 		used := int64(0)
 		if raw, err := store.Get(ctx, keyRate+p.Name+":"+user); err == nil {

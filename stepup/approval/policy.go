@@ -267,8 +267,6 @@ func (p *Policy) Validate(hasTier func(string) bool) error {
 		return errors.New("grant: want once or a positive duration")
 	case len(p.Approvers) == 0 && p.Radius == nil && p.AutoApproveMaxRisk == "" && p.BreakGlass == nil:
 		return errors.New("nobody can approve: give approvers, radius, auto_approve_max_risk or break_glass")
-	case len(p.Approvers) == 0 && p.Radius == nil && p.Require > 1:
-		return fmt.Errorf("require %d without approvers", p.Require)
 	}
 	return nil
 }

@@ -113,7 +113,7 @@ func (s *Service) radiusDecided(id, decision string, resp *stepradius.Response, 
 	if err != nil || !ended {
 		return
 	}
-	s.granted(s.ctx, q, p)
+	s.granted(s.ctx, q)
 	rec := stepup.Record{Event: stepup.EventApprovalDecided, User: q.User, Set: q.Set, Method: q.Method, Path: stepup.PathOf(q.URI), ClientIP: q.ClientIP,
 		Result: q.Status, Approval: q.ID, Policy: q.Policy, Approver: "radius", Comment: q.Radius.Reply, Reason: "radius_class=" + q.Radius.Class}
 	s.Engine.Audit.Log(rec)

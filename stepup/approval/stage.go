@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/http"
 	"strings"
 
@@ -37,8 +38,8 @@ func (s *Service) NewStage(sets []stepup.TransactionSet) (*Stage, error) {
 
 // Evaluate implements stepup.Stage.
 func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
-	bits := ev.Decision.Matched & st.mask
-	if bits == 0 {
+	matched := ev.Decision.Matched & st.mask
+	if matched == 0 {
 		return nil
 	}
 	s := ev.Session
@@ -47,12 +48,12 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	if s == nil || s.User == "" {
 		// Approval needs to know who asks; a set that names a policy but
 		// requires no identifying tier is refused.
-		ev.Decision.Denial = &stepup.Denial{Set: sets[firstBit(bits)].Name, Reason: "approval_requires_identity", Detail: "Sign in first: this action needs an approval.", Status: http.StatusForbidden}
+		ev.Decision.Denial = &stepup.Denial{Set: sets[bits.TrailingZeros64(matched)].Name, Reason: "approval_requires_identity", Detail: "Sign in first: this action needs an approval.", Status: http.StatusForbidden}
 		return nil
 	}
 	body, err := readBody(r, st.svc.Engine.Pending.MaxBody)
 	if errors.Is(err, errTooLarge) {
-		ev.Decision.Denial = &stepup.Denial{Set: sets[firstBit(bits)].Name, Reason: "approval_body_too_large", Detail: "The data you sent is too large to hold for an approval.", Status: http.StatusRequestEntityTooLarge}
+		ev.Decision.Denial = &stepup.Denial{Set: sets[bits.TrailingZeros64(matched)].Name, Reason: "approval_body_too_large", Detail: "The data you sent is too large to hold for an approval.", Status: http.StatusRequestEntityTooLarge}
 		return nil
 	}
 	if err != nil {
@@ -60,7 +61,7 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	}
 	digest := Digest(actionOf(r, ev.Readings), r.Host, r.URL.RequestURI(), r.Header.Get("Content-Type"), body)
 	var takes []string
-	for _, set := range riskiestPerPolicy(sets, bits) {
+	for _, set := range RiskiestPerPolicy(sets, matched) {
 		once, denial, err := st.svc.check(ev, set, digest, body)
 		if err != nil {
 			return err
@@ -84,14 +85,14 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	return nil
 }
 
-// riskiestPerPolicy returns, for each policy the matched sets name, the
+// RiskiestPerPolicy returns, for each policy the matched sets name, the
 // riskiest of its matched sets (the first among equals): a request that
 // matches a harmless and a critical set of one policy is judged, granted
 // and approved as the critical one.
-func riskiestPerPolicy(sets []stepup.TransactionSet, bits uint64) []*stepup.TransactionSet {
+func RiskiestPerPolicy(sets []stepup.TransactionSet, matched uint64) []*stepup.TransactionSet {
 	var out []*stepup.TransactionSet
 	for i := range sets {
-		if bits&(1<<uint(i)) == 0 {
+		if matched&(1<<uint(i)) == 0 {
 			continue
 		}
 		s := &sets[i]
@@ -120,15 +121,6 @@ func actionOf(r *http.Request, rd stepup.Readings) string {
 		return r.Method
 	}
 	return r.Method + " as " + strings.Join(rd.Methods, ",") + " " + rd.Path
-}
-
-func firstBit(b uint64) int {
-	for i := 0; i < 64; i++ {
-		if b&(1<<uint(i)) != 0 {
-			return i
-		}
-	}
-	return 0
 }
 
 // check decides one policy for the action: a grant that covers it (a once

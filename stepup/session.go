@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
 
@@ -187,12 +186,11 @@ type Sessions struct {
 
 	// sessions caches decoded sessions by cookie value, which saves both
 	// the cookie's decryption and the store on the hot path.
-	sessions *ristretto.Cache[string, *Session]
+	sessions *sessionCache
 	// changes records, per session id, this instance's last write (or the
-	// end of the session). The cache is an optimisation only: ristretto
-	// applies sets asynchronously, so a copy read before a write can land in
-	// the cache after it. A cached copy older than the id's last change is
-	// never served.
+	// end of the session). The cache is an optimisation only: a copy read
+	// before a write can land in the cache after it. A cached copy older
+	// than the id's last change is never served.
 	changes  sync.Map // session id -> change
 	gen      atomic.Uint64
 	stop     chan struct{}
@@ -225,13 +223,7 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	codec.MaxLength(1024)
 	m := &Sessions{cfg: cfg, hostCookie: "__Host-" + cfg.CookieName, store: st, codec: codec, now: now, stop: make(chan struct{}),
 		touchEvery: min(maxTouchInterval, cfg.IdleTimeout/4)}
-	var err error
-	m.sessions, err = ristretto.NewCache(&ristretto.Config[string, *Session]{
-		NumCounters: cfg.CacheEntries * 10, MaxCost: cfg.CacheEntries, BufferItems: 64, IgnoreInternalCost: true,
-	})
-	if err != nil {
-		return nil, err
-	}
+	m.sessions = newSessionCache(cfg.CacheEntries)
 	if shared, ok := st.(SharedStore); ok {
 		m.shared = shared
 		m.cfg.CacheTTL = min(m.cfg.CacheTTL, sharedCacheTTL)
@@ -252,7 +244,7 @@ func (m *Sessions) changedElsewhere(key string) {
 // resetCache drops every cached session: changes may have gone unreported.
 func (m *Sessions) resetCache() {
 	m.epoch.Add(1)
-	m.sessions.Clear()
+	m.sessions.clear()
 }
 
 // cacheCoherent reports whether the cache may be used now.
@@ -265,7 +257,7 @@ func (m *Sessions) Close() {
 			m.unwatch()
 		}
 		close(m.stop)
-		m.sessions.Close()
+		m.sessions.clear()
 	})
 }
 
@@ -312,7 +304,7 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 	if value == "" {
 		return nil, nil
 	}
-	s, ok := m.sessions.Get(value)
+	s, ok := m.sessions.get(value, now.UnixNano())
 	if ok && (!m.cacheCoherent() || s.epoch != m.epoch.Load()) {
 		ok = false // the cache may hold what another instance changed
 	}
@@ -339,7 +331,7 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 			return nil, err
 		}
 		if coherent {
-			m.sessions.SetWithTTL(value, s, 1, m.cfg.CacheTTL)
+			m.sessions.set(value, s, now.UnixNano(), now.Add(m.cfg.CacheTTL).UnixNano())
 		}
 	}
 	if now.Sub(s.Seen) >= m.cfg.IdleTimeout || now.Sub(s.Created) >= m.cfg.Lifetime {
@@ -413,8 +405,8 @@ func (m *Sessions) put(ctx context.Context, s *Session) error {
 	if err := m.store.Set(ctx, keySession+s.ID, raw, ttl); err != nil {
 		return fmt.Errorf("saving session: %w", err)
 	}
-	// Invalidate rather than update (ristretto may drop or reorder an
-	// update): cached copies older than this write are refetched.
+	// Invalidate rather than update (a request that read the session
+	// before this write may cache its copy after it): cached copies older than this write are refetched.
 	m.changes.Store(s.ID, change{gen: m.gen.Add(1), at: time.Now()})
 	return nil
 }

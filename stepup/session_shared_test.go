@@ -50,13 +50,15 @@ func committed(t *testing.T, m *Sessions) (*Session, *http.Request) {
 	return s, r
 }
 
-// cached loads the session and waits until the cache holds it.
+// cached loads the session and checks that the cache holds it.
 func cached(t *testing.T, m *Sessions, r *http.Request) {
 	t.Helper()
 	if m.Load(r) == nil {
 		t.Fatal("session not found")
 	}
-	m.sessions.Wait()
+	if _, ok := m.sessions.get(cookieValue(r, m.CookieName(r)), m.now().UnixNano()); !ok {
+		t.Fatal("the session did not reach the cache")
+	}
 }
 
 func TestSessionCacheFollowsTheSharedStoresReports(t *testing.T) {

@@ -82,7 +82,7 @@ perf: deps
 	@mkdir -p $(BIN)
 	$(GO) run ./internal/tools/perf -stores $(PERF_STORES) -profile $(BIN)/perf-protected.pprof
 
-PERF_STORES ?= memory
+PERF_STORES ?= memory,local,redis
 
 # The whole-request measurement (an older name of perf).
 load: perf

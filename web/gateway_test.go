@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
@@ -104,5 +105,19 @@ func TestUndeclaredTrailersAreDropped(t *testing.T) {
 	}
 	if r.Trailer != nil {
 		t.Fatalf("trailers after the body: %v", r.Trailer)
+	}
+}
+
+// The decision's duration is measured from the request's own clock reading
+// when that is the real clock (one read fewer per request), and from a
+// fresh reading when a test clock supplied it, which would measure nothing.
+func TestMetricsStartReusesOnlyARealClockReading(t *testing.T) {
+	real := time.Now()
+	if got := metricsStart(real); got != real {
+		t.Fatal("a real clock reading was not reused")
+	}
+	frozen := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := metricsStart(frozen); got == frozen || time.Since(got) > time.Minute {
+		t.Fatalf("a test clock's reading was used as the start: %v", got)
 	}
 }

@@ -33,11 +33,15 @@ func main() {
 	duration := flag.Duration("d", 4*time.Second, "duration of each wrk run")
 	rounds := flag.Int("rounds", 3, "interleaved rounds (the median is reported)")
 	conns := flag.Int("c", 16, "wrk connections")
-	stores := flag.String("stores", "memory", "comma-separated stores for the protected case (memory, local, …)")
+	stores := flag.String("stores", "memory,local,redis", "comma-separated stores for the protected case (memory, local, redis: a redis-server started here)")
 	profile := flag.String("profile", "", "write a CPU profile of Caddy during an extra protected run to this file")
 	bin := flag.String("caddy", "", "Caddy binary (default: build ./cmd/caddy)")
 	flag.Parse()
-	for _, tool := range []string{"wrk", "taskset"} {
+	tools := []string{"wrk", "taskset"}
+	if slices.Contains(strings.Split(*stores, ","), "redis") {
+		tools = append(tools, "redis-server")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			fail(fmt.Errorf("%s not found (Debian packages wrk, util-linux; `make deps` installs them)", tool))
 		}
@@ -72,7 +76,22 @@ func main() {
 	admin := 0
 	for i, st := range strings.Split(*stores, ",") {
 		plain, guarded, adminPort := port(), port(), port()
-		cfg := caddyfile(dir, st, plain, guarded, adminPort)
+		storeCfg := st
+		if st == "redis" {
+			// A real Redis beside wrk: on a cache hit the protected case
+			// asks it nothing; sign-in and the change channel use it.
+			addr := fmt.Sprintf("127.0.0.1:%d", port())
+			_, p, _ := net.SplitHostPort(addr)
+			srv := exec.Command("taskset", "-c", wrkCPU, "redis-server", "--port", p, "--bind", "127.0.0.1",
+				"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+			if err := srv.Start(); err != nil {
+				fail(fmt.Errorf("redis-server: %v", err))
+			}
+			procs = append(procs, srv)
+			waitForTCP(addr)
+			storeCfg = "redis {\n\t\t\taddress " + addr + "\n\t\t}"
+		}
+		cfg := caddyfile(dir, st, storeCfg, plain, guarded, adminPort)
 		path := filepath.Join(dir, fmt.Sprintf("Caddyfile.%s", st))
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			fail(err)
@@ -150,19 +169,19 @@ func main() {
 	}
 }
 
-func caddyfile(dir, store string, plain, guarded, admin int) string {
+func caddyfile(dir, name, store string, plain, guarded, admin int) string {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("bench-pw"), bcrypt.MinCost)
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%[5]d
 	default_bind 127.0.0.1
 	auto_https off
 	persist_config off
-	storage file_system %[1]s/storage-%[6]s
+	storage file_system %[1]s/storage-%[7]s
 	log {
 		output discard
 	}
 	log audit {
-		output file %[1]s/audit-%[6]s.log
+		output file %[1]s/audit-%[7]s.log
 		format json
 		include http.handlers.stepup.audit
 	}
@@ -190,7 +209,7 @@ http://:%[4]d {
 	}
 	respond "ok"
 }
-`, dir, hash, plain, guarded, admin, store)
+`, dir, hash, plain, guarded, admin, store, name)
 }
 
 var (
@@ -244,6 +263,18 @@ func median(v []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+func waitForTCP(addr string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fail(fmt.Errorf("%s did not come up", addr))
 }
 
 func waitFor(u string) {

@@ -34,8 +34,11 @@ func RoleOf(q *Request, p *Policy, s *stepup.Session) Role {
 }
 
 // ApproverTier is the tier an approver of the request must hold, fresh.
+// p may be nil (a page that read the request again after it ended, or
+// when the store could not answer): the set's tier is then where the
+// approver is sent, and deciding checks the policy's tier again anyway.
 func (q *Request) ApproverTier(p *Policy) string {
-	if p.ApproverTier != "" {
+	if p != nil && p.ApproverTier != "" {
 		return p.ApproverTier
 	}
 	return q.Tier

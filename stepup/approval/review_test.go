@@ -23,3 +23,16 @@ func TestReviewClipKeepsTextValidUTF8(t *testing.T) {
 		}
 	}
 }
+
+// A page that reads a request again between a refused decision and its
+// redirect may find it gone (withdrawn, expired, the store down): naming
+// the approver tier then must not panic.
+func TestApproverTierWithoutAPolicyIsTheSetsTier(t *testing.T) {
+	q := &Request{Tier: "otp"}
+	if got := q.ApproverTier(nil); got != "otp" {
+		t.Fatalf("ApproverTier(nil) = %q, want the set's tier", got)
+	}
+	if got := q.ApproverTier(&Policy{ApproverTier: "key"}); got != "key" {
+		t.Fatalf("ApproverTier = %q, want the policy's", got)
+	}
+}

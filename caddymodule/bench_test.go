@@ -81,6 +81,12 @@ func sessionCookie(b *testing.B, h *Handler) *http.Cookie {
 // the vars map in its context.
 func caddyRequest(method, target string, c *http.Cookie) *http.Request {
 	r := httptest.NewRequest(method, target, nil)
+	// What a browser sends besides the cookie (the handler looks at every
+	// header for X-Stepup-* ones).
+	r.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+	r.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+	r.Header.Set("Accept-Language", "en-GB,en;q=0.5")
+	r.Header.Set("Accept-Encoding", "gzip, deflate, br, zstd")
 	if c != nil {
 		r.AddCookie(c)
 	}

@@ -536,3 +536,67 @@ func TestLegacySessionsAreListedRevokedAndSuperseded(t *testing.T) {
 		}
 	}
 }
+
+// A user signed in before the upgrade steps up: the session keeps its
+// owner and moves to the owner's record; its old cookie and records go.
+func TestALegacySignedInSessionStepsUpAndMoves(t *testing.T) {
+	c := newClock()
+	e, st := newTestEngine(t, c, PendingLimits{})
+	ctx := context.Background()
+	s := e.Sessions.New()
+	s.User = "alice"
+	s.Stack = tiers.Stack{{Tier: "login", Method: "password", Credential: "alice", At: c.Now()}}
+	b := &browser{cookie: storeLegacy(t, e.Sessions, st, s).Cookies()[0]}
+	old := *b.cookie
+	loaded := b.session(t, e, b.request(http.MethodGet, "/"))
+	if loaded == nil || loaded.User != "alice" || !loaded.legacy() {
+		t.Fatalf("the legacy session did not survive the upgrade: %+v", loaded)
+	}
+	up, err := b.complete(t, e, loaded, "otp", "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.Owner != s.Owner || up.legacy() || len(up.Stack) != 2 {
+		t.Fatalf("stepped up: %+v", up)
+	}
+	if got := b.session(t, e, b.request(http.MethodGet, "/")); got == nil || got.ID != up.ID || len(got.Stack) != 2 {
+		t.Fatalf("the new cookie loads %+v", got)
+	}
+	if e.Sessions.Load((&browser{cookie: &old}).request(http.MethodGet, "/")) != nil {
+		t.Fatal("the pre-upgrade cookie still loads after the step-up")
+	}
+	for _, k := range []string{keySession + s.ID, keyOwner + s.Owner} {
+		if _, err := st.Get(ctx, k); err == nil {
+			t.Errorf("%s outlived the move", k)
+		}
+	}
+}
+
+// A legacy session moved on one instance is no longer served from another
+// instance's cache once the report of its old record arrives.
+func TestALegacySessionMovedOnOneInstanceDropsFromAnothersCache(t *testing.T) {
+	mem := store.NewMemory(0, nil)
+	fa, fb := &fakeShared{Memory: mem}, &fakeShared{Memory: mem}
+	fa.up.Store(true)
+	fb.up.Store(true)
+	keys := testKeys(t)
+	a, _ := NewSessions(SessionConfig{}, fa, keys, nil)
+	defer a.Close()
+	b, _ := NewSessions(SessionConfig{}, fb, keys, nil)
+	defer b.Close()
+	s := a.New()
+	s.User = "alice"
+	r := storeLegacy(t, a, mem, s)
+	cached(t, b, r)
+	loaded := a.Load(r)
+	if err := a.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), loaded.Clone()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Load(r) == nil {
+		t.Fatal("negative control: b should serve its cached copy before the report")
+	}
+	fb.changed(keySession + s.ID)
+	if b.Load(r) != nil {
+		t.Fatal("the report of the old record did not drop the legacy cookie's copy")
+	}
+}

@@ -78,7 +78,7 @@ func decisionMetrics() *web.DecisionMetrics {
 }
 
 // sessionsCollector reports caddy_stepup_sessions_active: the sessions in
-// the stores of the running engines (their owner index), counted when
+// the stores of the running engines (stepup.CountSessions), counted when
 // scraped, never on the request path.
 type sessionsCollector struct {
 	mu     sync.Mutex
@@ -115,9 +115,8 @@ func (c *sessionsCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Unlock()
 	n := 0
 	for _, st := range stores {
-		keys, err := st.Keys(context.Background(), "o:", 1_000_000)
-		if err == nil {
-			n += len(keys)
+		if count, err := stepup.CountSessions(context.Background(), st, 1_000_000); err == nil {
+			n += count
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(n))

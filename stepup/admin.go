@@ -50,6 +50,20 @@ func (e *Engine) sessionOf(ctx context.Context, owner string) (*Session, error) 
 	if owner == "" || len(owner) > 64 || strings.ContainsAny(owner, ":/ ") {
 		return nil, ErrNoSession
 	}
+	raw, err := e.Store.Get(ctx, keyRecord+owner)
+	if err == nil {
+		s := new(Session)
+		if err := decodeSession(raw, s); err != nil || s.Owner != owner {
+			return nil, fmt.Errorf("decoding session: %w", errWire)
+		}
+		s.record = keyRecord + owner
+		return s, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	// A session the previous version stored: the owner's index names its
+	// id's record.
 	id, err := e.Store.Get(ctx, keyOwner+owner)
 	if errors.Is(err, ErrNotFound) {
 		return nil, ErrNoSession
@@ -57,7 +71,7 @@ func (e *Engine) sessionOf(ctx context.Context, owner string) (*Session, error) 
 	if err != nil {
 		return nil, err
 	}
-	raw, err := e.Store.Get(ctx, keySession+string(id))
+	raw, err = e.Store.Get(ctx, keySession+string(id))
 	if errors.Is(err, ErrNotFound) {
 		return nil, ErrNoSession
 	}
@@ -68,8 +82,43 @@ func (e *Engine) sessionOf(ctx context.Context, owner string) (*Session, error) 
 	if err := decodeSession(raw, s); err != nil {
 		return nil, fmt.Errorf("decoding session: %w", err)
 	}
-	s.ID = string(id)
+	s.ID, s.record = string(id), keySession+string(id)
 	return s, nil
+}
+
+// sessionOwners lists the owners of the sessions in the store: those of
+// the owners' records, and those the previous version indexed.
+func (e *Engine) sessionOwners(ctx context.Context) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, prefix := range []string{keyRecord, keyOwner} {
+		keys, err := e.Store.Keys(ctx, prefix, maxListedSessions)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if owner := strings.TrimPrefix(k, prefix); !seen[owner] {
+				seen[owner] = true
+				out = append(out, owner)
+			}
+		}
+	}
+	return out, nil
+}
+
+// CountSessions counts the sessions in a store, signed in or not (at most
+// limit of each layout; one moving to the new layout may count twice for a
+// moment).
+func CountSessions(ctx context.Context, st Store, limit int) (int, error) {
+	n := 0
+	for _, prefix := range []string{keyRecord, keyOwner} {
+		keys, err := st.Keys(ctx, prefix, limit)
+		if err != nil {
+			return 0, err
+		}
+		n += len(keys)
+	}
+	return n, nil
 }
 
 // info describes a session as it stands now: lapsed levels are left out,
@@ -91,14 +140,14 @@ func (e *Engine) info(s *Session, now time.Time) (SessionInfo, bool) {
 // not empty), most recently seen first. Anonymous sessions (a visitor's
 // kept request before signing in) are not listed.
 func (e *Engine) ListSessions(ctx context.Context, user string) ([]SessionInfo, error) {
-	keys, err := e.Store.Keys(ctx, keyOwner, maxListedSessions)
+	owners, err := e.sessionOwners(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := e.Now()
 	out := []SessionInfo{}
-	for _, k := range keys {
-		s, err := e.sessionOf(ctx, strings.TrimPrefix(k, keyOwner))
+	for _, owner := range owners {
+		s, err := e.sessionOf(ctx, owner)
 		if errors.Is(err, ErrNoSession) {
 			continue // ended meanwhile
 		}
@@ -153,19 +202,19 @@ func (e *Engine) RevokeUser(ctx context.Context, user, by string) ([]SessionInfo
 	if user == "" {
 		return nil, errors.New("no user given")
 	}
-	keys, err := e.Store.Keys(ctx, keyOwner, maxListedSessions)
+	owners, err := e.sessionOwners(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := []SessionInfo{}
 	var failed []error
-	for _, k := range keys {
-		s, err := e.sessionOf(ctx, strings.TrimPrefix(k, keyOwner))
+	for _, owner := range owners {
+		s, err := e.sessionOf(ctx, owner)
 		if errors.Is(err, ErrNoSession) {
 			continue // ended meanwhile
 		}
 		if err != nil {
-			failed = append(failed, fmt.Errorf("session %s not read: %w", strings.TrimPrefix(k, keyOwner), err))
+			failed = append(failed, fmt.Errorf("session %s not read: %w", owner, err))
 			continue
 		}
 		if s.User != user && s.LastUser != user {

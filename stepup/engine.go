@@ -366,12 +366,10 @@ func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, ti
 	next.Stack = stack
 	if s != nil && next.Owner != s.Owner && !s.ephemeral {
 		// The previous session ends, whoever it was for; its cookie is
-		// replaced by the new one below.
-		if _, err := e.Store.Take(r.Context(), keySession+s.ID); errors.Is(err, ErrNotFound) {
-			return nil, ErrSessionChanged
+		// replaced by the new one below. A concurrent change of it wins.
+		if err := e.Sessions.endSuperseded(r.Context(), s); err != nil {
+			return nil, err
 		}
-		e.Sessions.forget(r.Context(), s.ID)
-		e.Sessions.EndOwner(r.Context(), s.Owner)
 	}
 	if err := e.Sessions.Commit(w, r, next); err != nil {
 		return nil, err

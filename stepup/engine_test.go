@@ -443,12 +443,12 @@ func TestSessionFollowsTheExternalIdentity(t *testing.T) {
 	}
 }
 
-// cookieFor encodes a session cookie for s's current id, as the browser
+// cookieFor encodes a session cookie for s's owner and id, as the browser
 // holding it would send it.
 func cookieFor(t testing.TB, e *Engine, s *Session) *http.Cookie {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
-	v, err := e.Sessions.codec.Encode(e.Sessions.CookieName(r), []byte(s.ID))
+	v, err := e.Sessions.codec.Encode(e.Sessions.CookieName(r), cookiePayload(s.Owner, s.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +474,7 @@ func TestCompleteStartsANewOwnerForANewIdentity(t *testing.T) {
 	if alice.Owner == visitor.Owner || alice.User != "alice" || !reflect.DeepEqual(alice.Stack.Names(), []string{"login"}) {
 		t.Fatalf("sign-in from a visitor session: %+v", alice)
 	}
-	if _, err := st.Get(ctx, keySession+visitor.ID); err == nil {
+	if _, err := st.Get(ctx, keyRecord+visitor.Owner); err == nil {
 		t.Fatal("the visitor's session outlived the sign-in")
 	}
 	if e.Sessions.Load((&browser{cookie: cookieFor(t, e, visitor)}).request(http.MethodGet, "/")) != nil {

@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,14 +18,17 @@ import (
 )
 
 // Session is the server-side state of one browser (or API client). The
-// browser holds only a signed, encrypted cookie with the session id.
+// browser holds only a signed, encrypted cookie with the session's owner
+// and id. It is one record in the store, keyed by the owner, which holds
+// the current id: a cookie is good only while its id is that one.
 // A *Session obtained from Sessions is shared through a cache and must be
 // treated as immutable: change a copy (Clone) and Commit it.
 type Session struct {
 	// ID is the current session id; it rotates whenever the stack changes.
 	ID string `json:"-"`
 	// Owner is a stable, never-disclosed handle for records that must follow
-	// the session across id rotations (pending requests, grants).
+	// the session across id rotations (pending requests, grants), and the
+	// key of the session's own record.
 	Owner string `json:"o"`
 	// User is the authenticated identity, empty before the first login.
 	User string `json:"u,omitempty"`
@@ -42,8 +46,12 @@ type Session struct {
 	Created time.Time `json:"c"`
 	Seen    time.Time `json:"l"`
 
-	// gen orders a cached copy against this instance's writes of its id
-	// and the changes other instances report.
+	// record is the store key this copy was read from: the owner's record
+	// (keyRecord), or, for a session the previous version stored, the
+	// record of its id (keySession). Change marks are kept per record key.
+	record string
+	// gen orders a cached copy against this instance's writes of its
+	// record and the changes other instances report.
 	gen uint64
 	// epoch is the shared store's coherence epoch when the copy was read:
 	// a copy from before the change reports last went down or came back is
@@ -98,11 +106,16 @@ func NewVars(user, tier, tiers, roles string) *Vars {
 // earlier in the route may exist for one request only).
 func (s *Session) Stored() bool { return !s.ephemeral }
 
+// legacy reports whether the session was read from a record the previous
+// version stored under the session's id: its next Commit moves it to the
+// owner's record.
+func (s *Session) legacy() bool { return strings.HasPrefix(s.record, keySession) }
+
 // Clone returns a deep copy that may be changed and committed.
 func (s *Session) Clone() *Session {
 	c := &Session{
 		ID: s.ID, Owner: s.Owner, User: s.User, External: s.External, LastUser: s.LastUser,
-		Created: s.Created, Seen: s.Seen, ephemeral: s.ephemeral,
+		Created: s.Created, Seen: s.Seen, record: s.record, ephemeral: s.ephemeral,
 	}
 	c.Roles = append([]string(nil), s.Roles...)
 	c.Stack = append(tiers.Stack(nil), s.Stack...)
@@ -169,6 +182,11 @@ const maxTouchInterval = time.Minute
 // request sent with it while the rotation happened.
 const rotatedGrace = time.Minute
 
+// casAttempts bounds the read-and-swap loops on the owner's record: a swap
+// that fails because a touch refreshed the record meanwhile (same id) is
+// tried again; one that finds another id has lost.
+const casAttempts = 3
+
 // ErrSessionChanged is returned by Commit when another request rotated or
 // ended the session first: exactly one of several concurrent changes wins.
 var ErrSessionChanged = errors.New("session changed concurrently")
@@ -187,11 +205,14 @@ type Sessions struct {
 	// sessions caches decoded sessions by cookie value, which saves both
 	// the cookie's decryption and the store on the hot path.
 	sessions *sessionCache
-	// changes records, per session id, this instance's last write (or the
-	// end of the session). The cache is an optimisation only: a copy read
-	// before a write can land in the cache after it. A cached copy older
-	// than the id's last change is never served.
-	changes  sync.Map // session id -> change
+	// changes records, per record key (the owner's record, or a record
+	// of the previous version), this instance's last write (or the end of
+	// the session) and the changes other instances report. The cache is an
+	// optimisation only: a copy read before a write can land in the cache
+	// after it. A cached copy older than its record's last change is never
+	// served, under whatever cookie value it was cached: an old cookie's
+	// copy falls with the rotation that made the cookie old.
+	changes  sync.Map // record key -> change
 	gen      atomic.Uint64
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -236,9 +257,23 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 // changedElsewhere takes a shared store's report that a record changed (on
 // any instance): a cached copy of that session read before it is refetched.
 func (m *Sessions) changedElsewhere(key string) {
-	if id, ok := strings.CutPrefix(key, keySession); ok {
-		m.changes.Store(id, change{gen: m.gen.Add(1), at: time.Now()})
+	if strings.HasPrefix(key, keyRecord) || strings.HasPrefix(key, keySession) {
+		m.changed(key)
 	}
+}
+
+// changed marks a record written: cached copies read before are refetched.
+// It is called after the write (a copy read between a mark and its write
+// would be the old one, and newer than the mark).
+func (m *Sessions) changed(key string) {
+	m.changes.Store(key, change{gen: m.gen.Add(1), at: time.Now()})
+}
+
+// ended marks a record ended: no copy of it is served, nor fetched, while
+// the mark lives (an ended owner's record is never written again: a new
+// session gets a new owner). It is called before the delete.
+func (m *Sessions) ended(key string) {
+	m.changes.Store(key, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
 }
 
 // resetCache drops every cached session: changes may have gone unreported.
@@ -309,34 +344,44 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 		ok = false // the cache may hold what another instance changed
 	}
 	if ok {
-		if c, changed := m.changes.Load(s.ID); changed {
+		if c, changed := m.changes.Load(s.record); changed {
 			if c.(change).ended {
 				return nil, nil
 			}
-			ok = s.gen >= c.(change).gen // else a copy from before this instance's last write
+			ok = s.gen >= c.(change).gen // else a copy from before the record's last change
 		}
+	}
+	if ok && m.lapsed(s, now) {
+		ok = false // the record may have been touched since: ask the store
 	}
 	if !ok {
 		var raw []byte
 		if err := m.codec.Decode(name, value, &raw); err != nil || len(raw) == 0 {
 			return nil, nil
 		}
-		id := string(raw)
-		if c, changed := m.changes.Load(id); changed && c.(change).ended {
+		owner, id, valid := parseCookie(raw)
+		if !valid {
+			return nil, nil
+		}
+		key := keyRecord + owner
+		if owner == "" {
+			key = keySession + id // a cookie of the previous version
+		}
+		if c, changed := m.changes.Load(key); changed && c.(change).ended {
 			return nil, nil
 		}
 		coherent := m.cacheCoherent() // before the read: see resetCache
 		var err error
-		if s, err = m.fetch(r.Context(), id); s == nil {
+		if s, err = m.fetch(r.Context(), key, owner, id); s == nil {
 			return nil, err
+		}
+		if m.lapsed(s, now) {
+			m.forget(r.Context(), key)
+			return nil, nil
 		}
 		if coherent {
 			m.sessions.set(value, s, now.UnixNano(), now.Add(m.cfg.CacheTTL).UnixNano())
 		}
-	}
-	if now.Sub(s.Seen) >= m.cfg.IdleTimeout || now.Sub(s.Created) >= m.cfg.Lifetime {
-		m.forget(r.Context(), s.ID)
-		return nil, nil
 	}
 	if now.Sub(s.Seen) >= m.touchEvery {
 		s = s.Clone()
@@ -348,75 +393,166 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 	return s, nil
 }
 
-// touch refreshes a session's idle time under its current id, only if that
-// id is still live.
-func (m *Sessions) touch(ctx context.Context, s *Session) error {
-	raw, ttl, err := m.encode(s)
-	if err != nil {
-		return err
-	}
-	ok, err := m.store.Replace(ctx, keySession+s.ID, raw, ttl)
-	if err != nil || !ok {
-		return ErrSessionChanged
-	}
-	m.changes.Store(s.ID, change{gen: m.gen.Add(1), at: time.Now()})
-	return nil
+// lapsed reports whether a session is past its idle timeout or lifetime.
+func (m *Sessions) lapsed(s *Session, now time.Time) bool {
+	return now.Sub(s.Seen) >= m.cfg.IdleTimeout || now.Sub(s.Created) >= m.cfg.Lifetime
 }
 
-// fetch reads a session from the store: nil and no error when there is
-// none, nil and an error wrapping ErrStoreUnavailable when the store cannot
-// answer.
-func (m *Sessions) fetch(ctx context.Context, id string) (*Session, error) {
-	// Both taken before the read: a write or a reset after it is newer.
-	gen, epoch := m.gen.Add(1), m.epoch.Load()
-	raw, err := m.store.Get(ctx, keySession+id)
+// cookiePayload is what the session cookie carries, signed and encrypted:
+// the owner, whose record holds the session, and the id the cookie was
+// issued for. Both are base64url, so '.' separates them.
+func cookiePayload(owner, id string) []byte { return []byte(owner + "." + id) }
+
+// parseCookie splits a cookie's payload. A payload without '.' is a cookie
+// of the previous version, an id alone: owner is then empty.
+func parseCookie(raw []byte) (owner, id string, ok bool) {
+	o, i, found := strings.Cut(string(raw), ".")
+	if !found {
+		return "", o, o != ""
+	}
+	return o, i, o != "" && i != ""
+}
+
+// touch refreshes a session's idle time, only while its record holds the
+// session's id: it never brings back an ended session, nor overwrites a
+// rotation (or reverts a newer touch).
+func (m *Sessions) touch(ctx context.Context, s *Session) error {
+	if s.legacy() {
+		// The previous version's record of this id: a rotation or an end
+		// takes it away, so replacing it only while it exists suffices.
+		raw, err := encodeLegacySession(s)
+		if err != nil {
+			return err
+		}
+		ttl, err := m.ttl(s)
+		if err != nil {
+			return err
+		}
+		if ok, err := m.store.Replace(ctx, s.record, raw, ttl); err != nil || !ok {
+			return ErrSessionChanged
+		}
+		m.changed(s.record)
+		return nil
+	}
+	key := keyRecord + s.Owner
+	for range casAttempts {
+		cur, stored, err := m.read(ctx, key)
+		if errors.Is(err, ErrNotFound) || (err == nil && !sameID(stored.ID, s.ID)) {
+			return ErrSessionChanged
+		}
+		if err != nil {
+			return err
+		}
+		if !stored.Seen.Before(s.Seen) {
+			return nil // touched already
+		}
+		stored.Seen = s.Seen
+		raw, ttl, err := m.encode(stored)
+		if err != nil {
+			return err
+		}
+		ok, err := m.store.CompareAndSwap(ctx, key, cur, raw, ttl)
+		if err != nil {
+			return err
+		}
+		if ok {
+			m.changed(key)
+			return nil
+		}
+	}
+	return ErrSessionChanged
+}
+
+// sameID compares ids in constant time.
+func sameID(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// read returns the owner's record as stored and decoded; ErrNotFound when
+// there is none (or it does not decode), an error wrapping
+// ErrStoreUnavailable when the store cannot answer.
+func (m *Sessions) read(ctx context.Context, key string) ([]byte, *Session, error) {
+	raw, err := m.store.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return nil, nil
+		return nil, nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading session: %v", ErrStoreUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: reading session: %v", ErrStoreUnavailable, err)
 	}
 	s := new(Session)
-	if err := decodeSession(raw, s); err != nil {
-		return nil, nil
+	if err := decodeSession(raw, s); err != nil || key != keyRecord+s.Owner || s.ID == "" {
+		return nil, nil, ErrNotFound
 	}
-	s.ID, s.gen, s.epoch = id, gen, epoch
+	s.record = key
+	return raw, s, nil
+}
+
+// fetch reads the session a cookie names: the owner's record, accepted
+// only if it holds the cookie's id; or, for a cookie of the previous
+// version (owner empty), the record of its id. It returns nil and no error
+// when there is none, nil and an error wrapping ErrStoreUnavailable when
+// the store cannot answer.
+func (m *Sessions) fetch(ctx context.Context, key, owner, id string) (*Session, error) {
+	// Both taken before the read: a write or a reset after it is newer.
+	gen, epoch := m.gen.Add(1), m.epoch.Load()
+	var s *Session
+	if owner != "" {
+		var err error
+		if _, s, err = m.read(ctx, key); errors.Is(err, ErrNotFound) {
+			return nil, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if !sameID(s.ID, id) {
+			return nil, nil // an id the owner does not hold (rotated away, or never its own)
+		}
+	} else {
+		raw, err := m.store.Get(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading session: %v", ErrStoreUnavailable, err)
+		}
+		s = new(Session)
+		if err := decodeSession(raw, s); err != nil || s.ID != "" {
+			return nil, nil
+		}
+		s.ID, s.record = id, key
+	}
+	s.gen, s.epoch = gen, epoch
 	return s, nil
 }
 
-// encode returns a session's stored form and its time to live.
+// ttl is how long the store keeps a session written now: its idle
+// timeout, or what is left of its lifetime.
+func (m *Sessions) ttl(s *Session) (time.Duration, error) {
+	ttl := min(m.cfg.IdleTimeout, s.Created.Add(m.cfg.Lifetime).Sub(m.now()))
+	if ttl <= 0 {
+		return 0, errors.New("session expired")
+	}
+	return ttl, nil
+}
+
+// encode returns the owner's record of a session and its time to live.
 func (m *Sessions) encode(s *Session) ([]byte, time.Duration, error) {
 	raw, err := encodeSession(s)
 	if err != nil {
 		return nil, 0, err
 	}
-	ttl := min(m.cfg.IdleTimeout, s.Created.Add(m.cfg.Lifetime).Sub(m.now()))
-	if ttl <= 0 {
-		return nil, 0, errors.New("session expired")
+	ttl, err := m.ttl(s)
+	if err != nil {
+		return nil, 0, err
 	}
 	return raw, ttl, nil
 }
 
-func (m *Sessions) put(ctx context.Context, s *Session) error {
-	raw, ttl, err := m.encode(s)
-	if err != nil {
-		return err
-	}
-	if err := m.store.Set(ctx, keySession+s.ID, raw, ttl); err != nil {
-		return fmt.Errorf("saving session: %w", err)
-	}
-	// Invalidate rather than update (a request that read the session
-	// before this write may cache its copy after it): cached copies older than this write are refetched.
-	m.changes.Store(s.ID, change{gen: m.gen.Add(1), at: time.Now()})
-	return nil
-}
-
-// forget ends a session id everywhere this instance can see it, and in
-// the store (an error when the store could not delete it: another instance
+// forget ends a record everywhere this instance can see it, and in the
+// store (an error when the store could not delete it: another instance
 // may still accept it).
-func (m *Sessions) forget(ctx context.Context, id string) error {
-	m.changes.Store(id, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
-	if err := m.store.Delete(ctx, keySession+id); err != nil {
+func (m *Sessions) forget(ctx context.Context, key string) error {
+	m.ended(key)
+	if err := m.store.Delete(ctx, key); err != nil {
 		return fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
 	}
 	return nil
@@ -443,63 +579,54 @@ func (m *Sessions) forgetChanges() {
 	}
 }
 
-// New returns a fresh, unsaved session with a new owner.
-// sessionIDBytes is the length of a session id: 144 random bits, far
-// beyond guessing, in 24 characters (a million sessions keep a million of
-// them as keys).
-const sessionIDBytes = 18
+// Random handles: 144 bits each, far beyond guessing, in 24 characters.
+const (
+	// sessionIDBytes is the length of a session id.
+	sessionIDBytes = 18
+	// ownerBytes is the length of an owner handle (the key of a million
+	// sessions' records).
+	ownerBytes = 18
+)
 
+// New returns a fresh, unsaved session with a new owner.
 func (m *Sessions) New() *Session {
 	now := m.now()
-	return &Session{Owner: randomToken(18), Created: now, Seen: now}
+	return &Session{Owner: randomToken(ownerBytes), Created: now, Seen: now}
 }
 
 // Commit stores the session under a new id and sets the cookie. Every
 // change of identity or tier stack goes through Commit, so the id rotates
-// whenever the stack grows or shrinks. Rotation is a compare-and-swap on the
-// previous id: of several requests that change one session at once, exactly
-// one wins; the others get ErrSessionChanged and change nothing.
+// whenever the stack grows or shrinks. Rotation is a compare-and-swap of
+// the owner's record from the one that holds the previous id: of several
+// requests that change one session at once, exactly one wins; the others
+// get ErrSessionChanged and change nothing. A session the previous version
+// stored moves to the owner's record.
 func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) error {
 	ctx := r.Context()
 	s.ephemeral = false
+	old, oldOwner, oldRecord := s.ID, s.Owner, s.record
 	if s.Owner == "" {
 		// A session that was never stored (an external identity) gets its
 		// own owner now: owner-keyed records are never shared.
-		s.Owner = randomToken(18)
+		s.Owner = randomToken(ownerBytes)
 	}
-	old := s.ID
 	s.ID = randomToken(sessionIDBytes)
 	s.Seen = m.now()
-	if err := m.put(ctx, s); err != nil {
-		s.ID = old
+	var err error
+	switch {
+	case old == "":
+		err = m.create(ctx, s)
+	case s.legacy():
+		err = m.migrate(ctx, s, old)
+	default:
+		err = m.rotate(ctx, s, old)
+	}
+	if err != nil {
+		s.ID, s.Owner, s.record = old, oldOwner, oldRecord
 		return err
 	}
-	// The owner's current id, so that ending the session ends whatever id
-	// the owner holds now, not only the one a request presented. A new
-	// owner claims it; a rotation replaces it only while it exists, so that
-	// an EndOwner that ran meanwhile (it removes the index) is not undone.
-	if old == "" {
-		_, _ = m.store.SetIfAbsent(ctx, keyOwner+s.Owner, []byte(s.ID), m.cfg.Lifetime)
-	} else {
-		if _, err := m.store.Take(ctx, keySession+old); err != nil {
-			m.forget(ctx, s.ID)
-			s.ID = old
-			if errors.Is(err, ErrNotFound) {
-				return ErrSessionChanged
-			}
-			return fmt.Errorf("rotating session: %w", err)
-		}
-		m.changes.Store(old, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
-		// A request that presents the old id a moment later (a logoff sent
-		// alongside this change) can still find whose session it was.
-		_ = m.store.Set(ctx, keyRotated+old, []byte(s.Owner), rotatedGrace)
-		if ok, err := m.store.Replace(ctx, keyOwner+s.Owner, []byte(s.ID), m.cfg.Lifetime); err != nil || !ok {
-			m.forget(ctx, s.ID)
-			s.ID = old
-			return ErrSessionChanged
-		}
-	}
-	value, err := m.codec.Encode(m.CookieName(r), []byte(s.ID))
+	s.record = keyRecord + s.Owner
+	value, err := m.codec.Encode(m.CookieName(r), cookiePayload(s.Owner, s.ID))
 	if err != nil {
 		return fmt.Errorf("encoding session cookie: %w", err)
 	}
@@ -507,23 +634,146 @@ func (m *Sessions) Commit(w http.ResponseWriter, r *http.Request, s *Session) er
 	return nil
 }
 
-// End deletes the session, and the owner's current id if it is another
-// one, and clears the cookie. It reports a store that could not delete
-// them: the session then still holds on other instances.
+// create claims the record of a new session's owner. No copy of a record
+// that did not exist can be cached, so there is nothing to mark.
+func (m *Sessions) create(ctx context.Context, s *Session) error {
+	for attempt := 1; ; attempt++ {
+		raw, ttl, err := m.encode(s)
+		if err != nil {
+			return err
+		}
+		ok, err := m.store.SetIfAbsent(ctx, keyRecord+s.Owner, raw, ttl)
+		if err != nil {
+			return fmt.Errorf("saving session: %w", err)
+		}
+		if ok {
+			return nil
+		}
+		// The owner names another session (144 random bits do not collide
+		// by chance): never share it, take another.
+		if attempt == casAttempts {
+			return errors.New("saving session: the owner handle is taken")
+		}
+		s.Owner = randomToken(ownerBytes)
+	}
+}
+
+// rotate swaps the owner's record for s, only from a record that holds the
+// previous id: a touch meanwhile (same id) is read again, another id or
+// none has won.
+func (m *Sessions) rotate(ctx context.Context, s *Session, old string) error {
+	key := keyRecord + s.Owner
+	raw, ttl, err := m.encode(s)
+	if err != nil {
+		return err
+	}
+	for range casAttempts {
+		cur, stored, err := m.read(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			return ErrSessionChanged
+		}
+		if err != nil {
+			return fmt.Errorf("rotating session: %w", err)
+		}
+		if !sameID(stored.ID, old) {
+			return ErrSessionChanged
+		}
+		ok, err := m.store.CompareAndSwap(ctx, key, cur, raw, ttl)
+		if err != nil {
+			return fmt.Errorf("rotating session: %w", err)
+		}
+		if ok {
+			m.changed(key)
+			m.rotated(ctx, old, s.Owner)
+			return nil
+		}
+	}
+	return ErrSessionChanged
+}
+
+// rotated notes that old was the owner's id until now: a request that
+// presents it a moment later (a logoff sent alongside this change) can
+// still find whose session it was.
+func (m *Sessions) rotated(ctx context.Context, old, owner string) {
+	_ = m.store.Set(ctx, keyRotated+old, []byte(owner), rotatedGrace)
+}
+
+// migrate moves a session the previous version stored (its id's record
+// and the owner's index) to the owner's record. Claiming the record, then
+// taking the old one, makes it a rotation like any other: of several
+// requests that change the session at once, exactly one wins.
+func (m *Sessions) migrate(ctx context.Context, s *Session, old string) error {
+	key := keyRecord + s.Owner
+	raw, ttl, err := m.encode(s)
+	if err != nil {
+		return err
+	}
+	ok, err := m.store.SetIfAbsent(ctx, key, raw, ttl)
+	if err != nil {
+		return fmt.Errorf("saving session: %w", err)
+	}
+	if !ok {
+		return ErrSessionChanged // moved by a concurrent request
+	}
+	if _, err := m.store.Take(ctx, keySession+old); err != nil {
+		// Rotated or ended meanwhile (by an instance of the previous
+		// version, or an EndOwner): the claim is undone. No cookie names
+		// the claimed record yet, so nothing can have cached it.
+		_ = m.store.Delete(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			return ErrSessionChanged
+		}
+		return fmt.Errorf("rotating session: %w", err)
+	}
+	m.ended(keySession + old)
+	m.rotated(ctx, old, s.Owner)
+	_ = m.store.Delete(ctx, keyOwner+s.Owner)
+	return nil
+}
+
+// End deletes the owner's session, whatever id it holds now, and clears
+// the cookie. It reports a store that could not delete it: the session
+// then still holds on other instances.
 func (m *Sessions) End(w http.ResponseWriter, r *http.Request, s *Session) error {
 	var err error
 	if s != nil {
 		err = m.EndOwner(r.Context(), s.Owner)
-		if s.ID != "" {
-			err = errors.Join(err, m.forget(r.Context(), s.ID))
+		if s.legacy() {
+			// The presented id's record, even if the owner's index went.
+			err = errors.Join(err, m.forget(r.Context(), s.record))
 		}
 	}
 	http.SetCookie(w, sessions.NewCookie(m.CookieName(r), "", m.options(r, -1)))
 	return err
 }
 
+// endSuperseded ends a session that a sign-in as someone else replaces,
+// only if it is still the one the request read: ErrSessionChanged when a
+// concurrent request rotated or ended it first.
+func (m *Sessions) endSuperseded(ctx context.Context, s *Session) error {
+	if s.legacy() {
+		if _, err := m.store.Take(ctx, s.record); errors.Is(err, ErrNotFound) {
+			return ErrSessionChanged
+		} else if err != nil {
+			return fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
+		}
+		m.ended(s.record)
+	} else {
+		_, stored, err := m.read(ctx, keyRecord+s.Owner)
+		if errors.Is(err, ErrNotFound) || (err == nil && !sameID(stored.ID, s.ID)) {
+			return ErrSessionChanged
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return m.EndOwner(ctx, s.Owner)
+}
+
 // RotatedOwner returns the owner of the session whose id the request's
-// cookie held until a moment ago ("" when it names none).
+// cookie held until a moment ago ("" when it names none): only an id that
+// was rotated away within rotatedGrace, and only for the owner the cookie
+// names.
 func (m *Sessions) RotatedOwner(r *http.Request) string {
 	name := m.CookieName(r)
 	value := cookieValue(r, name)
@@ -534,32 +784,41 @@ func (m *Sessions) RotatedOwner(r *http.Request) string {
 	if err := m.codec.Decode(name, value, &raw); err != nil || len(raw) == 0 {
 		return ""
 	}
-	owner, err := m.store.Get(r.Context(), keyRotated+string(raw))
-	if err != nil {
+	owner, id, ok := parseCookie(raw)
+	if !ok {
 		return ""
 	}
-	return string(owner)
+	was, err := m.store.Get(r.Context(), keyRotated+id)
+	if err != nil || (owner != "" && string(was) != owner) {
+		return ""
+	}
+	return string(was)
 }
 
-// EndOwner ends the owner's current session id.
+// EndOwner ends the owner's session: its record, and an index and record
+// the previous version stored.
 func (m *Sessions) EndOwner(ctx context.Context, owner string) error {
 	if owner == "" {
 		return nil
 	}
+	// The previous version's first: a migration running meanwhile then
+	// either fails to take the old record, or has claimed the owner's
+	// record before it is deleted below.
+	var errs error
 	raw, err := m.store.Take(ctx, keyOwner+owner)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return nil
 	case err != nil:
-		return fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
+		errs = fmt.Errorf("%w: ending session: %v", ErrStoreUnavailable, err)
+	default:
+		if err := m.forget(ctx, keySession+string(raw)); err != nil {
+			// The session record is still there: put its index back, so
+			// that ending it again (a retried revocation) finds it.
+			_, _ = m.store.SetIfAbsent(ctx, keyOwner+owner, raw, m.cfg.Lifetime)
+			errs = err
+		}
 	}
-	if err := m.forget(ctx, string(raw)); err != nil {
-		// The session record is still there: put its index back, so that
-		// ending it again (a retried revocation) finds it.
-		_, _ = m.store.SetIfAbsent(ctx, keyOwner+owner, raw, m.cfg.Lifetime)
-		return err
-	}
-	return nil
+	return errors.Join(errs, m.forget(ctx, keyRecord+owner))
 }
 
 // cookieValue finds a cookie's value without allocating, unlike

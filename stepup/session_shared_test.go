@@ -78,21 +78,21 @@ func TestSessionCacheFollowsTheSharedStoresReports(t *testing.T) {
 	// went (another instance's write not yet reported)...
 	s, r := committed(t, m)
 	cached(t, m, r)
-	raw, _ := f.Get(ctx, keySession+s.ID)
-	_ = f.Delete(ctx, keySession+s.ID)
+	raw, _ := f.Get(ctx, keyRecord+s.Owner)
+	_ = f.Delete(ctx, keyRecord+s.Owner)
 	if m.Load(r) == nil {
 		t.Fatal("the cache was not used while the channel was up")
 	}
 	// ...until the change is reported: then the store is asked again.
-	f.changed(keySession + s.ID)
+	f.changed(keyRecord + s.Owner)
 	if m.Load(r) != nil {
 		t.Fatal("a reported change did not drop the cached copy")
 	}
 
 	// A reset of the channel (reports missed) drops everything cached.
-	_ = f.Set(ctx, keySession+s.ID, raw, time.Hour)
+	_ = f.Set(ctx, keyRecord+s.Owner, raw, time.Hour)
 	cached(t, m, r)
-	_ = f.Delete(ctx, keySession+s.ID)
+	_ = f.Delete(ctx, keyRecord+s.Owner)
 	f.resetAll()
 	if m.Load(r) != nil {
 		t.Fatal("a reset did not drop the cached copy")
@@ -101,16 +101,16 @@ func TestSessionCacheFollowsTheSharedStoresReports(t *testing.T) {
 	// While the channel is down, nothing is served from the cache, and
 	// nothing read meanwhile is served once it is back (a reset comes
 	// first, see store.Redis).
-	_ = f.Set(ctx, keySession+s.ID, raw, time.Hour)
+	_ = f.Set(ctx, keyRecord+s.Owner, raw, time.Hour)
 	cached(t, m, r)
 	f.up.Store(false)
-	_ = f.Delete(ctx, keySession+s.ID)
+	_ = f.Delete(ctx, keyRecord+s.Owner)
 	if m.Load(r) != nil {
 		t.Fatal("the cache was served while the channel was down")
 	}
-	_ = f.Set(ctx, keySession+s.ID, raw, time.Hour)
+	_ = f.Set(ctx, keyRecord+s.Owner, raw, time.Hour)
 	cached(t, m, r) // read while down: must not be served later
-	_ = f.Delete(ctx, keySession+s.ID)
+	_ = f.Delete(ctx, keyRecord+s.Owner)
 	f.resetAll()
 	f.up.Store(true)
 	if m.Load(r) != nil {

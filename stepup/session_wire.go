@@ -32,12 +32,21 @@ type wireLevel struct {
 	At         int64  `json:"a"`
 }
 
-// encodeSession returns the stored form of a session: a version byte, then
-// length-prefixed strings and varint times (Unix nanoseconds). A million
+// encodeSession returns the stored form of a session, the owner's record:
+// a version byte, then length-prefixed strings and varint times (Unix
+// nanoseconds; after Created, as differences from it, which are short).
+// It carries the current id, which a cookie must present. A million
 // sessions are a million records, in memory with the memory store: about
 // half the bytes of the JSON form.
-func encodeSession(s *Session) ([]byte, error) {
-	size := 2 + len(s.Owner) + len(s.User) + len(s.LastUser) + 3*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
+func encodeSession(s *Session) ([]byte, error) { return appendSession(s, wireVersion), nil }
+
+// encodeLegacySession returns the form of the previous version (no id,
+// absolute times), for refreshing a record that version stored under its
+// id: an instance not yet upgraded still reads it.
+func encodeLegacySession(s *Session) ([]byte, error) { return appendSession(s, wireVersion1), nil }
+
+func appendSession(s *Session, version byte) []byte {
+	size := 2 + len(s.Owner) + len(s.ID) + len(s.User) + len(s.LastUser) + 4*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64
 	for _, r := range s.Roles {
 		size += len(r) + binary.MaxVarintLen64
 	}
@@ -49,12 +58,24 @@ func encodeSession(s *Session) ([]byte, error) {
 	if s.External {
 		flags |= 1
 	}
-	b = append(b, wireVersion, flags)
+	created := s.Created.UnixNano()
+	// since is a time as stored: from version 2 on, its difference from
+	// Created (wrapping arithmetic: any time round-trips exactly).
+	since := func(t time.Time) int64 {
+		if version == wireVersion1 {
+			return t.UnixNano()
+		}
+		return t.UnixNano() - created
+	}
+	b = append(b, version, flags)
 	b = appendString(b, s.Owner)
+	if version != wireVersion1 {
+		b = appendString(b, s.ID)
+	}
 	b = appendString(b, s.User)
 	b = appendString(b, s.LastUser)
-	b = binary.AppendVarint(b, s.Created.UnixNano())
-	b = binary.AppendVarint(b, s.Seen.UnixNano())
+	b = binary.AppendVarint(b, created)
+	b = binary.AppendVarint(b, since(s.Seen))
 	b = binary.AppendUvarint(b, uint64(len(s.Roles)))
 	for _, r := range s.Roles {
 		b = appendString(b, r)
@@ -65,13 +86,20 @@ func encodeSession(s *Session) ([]byte, error) {
 		b = appendString(b, l.Base)
 		b = appendString(b, l.Method)
 		b = appendString(b, l.Credential)
-		b = binary.AppendVarint(b, l.At.UnixNano())
+		b = binary.AppendVarint(b, since(l.At))
 	}
-	return b, nil
+	return b
 }
 
-// wireVersion starts the binary form (JSON forms start with '{').
-const wireVersion = 1
+// The versions of the binary form (JSON forms start with '{').
+const (
+	// wireVersion1 is the form of the previous version, stored under the
+	// session's id: no id inside, absolute times.
+	wireVersion1 = 1
+	// wireVersion is the owner's record: the current id inside, times
+	// after Created as differences from it.
+	wireVersion = 2
+)
 
 func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
@@ -128,18 +156,32 @@ func (r *wireReader) count(min int) int {
 }
 
 // decodeSession reads a stored session, in any form this version or an
-// earlier one wrote.
+// earlier one wrote. The forms of earlier versions carry no id: s.ID is
+// then empty, and the caller knows it from the record's key.
 func decodeSession(raw []byte, s *Session) error {
 	if len(raw) > 0 && raw[0] == '{' {
+		s.ID = ""
 		return decodeJSONSession(raw, s)
 	}
-	if len(raw) < 2 || raw[0] != wireVersion {
+	if len(raw) < 2 || (raw[0] != wireVersion && raw[0] != wireVersion1) {
 		return errWire
 	}
+	version := raw[0]
 	r := &wireReader{b: raw[2:]}
 	s.External = raw[1]&1 != 0
-	s.Owner, s.User, s.LastUser = r.string(), r.string(), r.string()
-	s.Created, s.Seen = time.Unix(0, r.varint()), time.Unix(0, r.varint())
+	s.Owner, s.ID = r.string(), ""
+	if version != wireVersion1 {
+		s.ID = r.string()
+	}
+	s.User, s.LastUser = r.string(), r.string()
+	created := r.varint()
+	at := func(v int64) time.Time {
+		if version == wireVersion1 {
+			return time.Unix(0, v)
+		}
+		return time.Unix(0, created+v)
+	}
+	s.Created, s.Seen = time.Unix(0, created), at(r.varint())
 	s.Roles = nil
 	if n := r.count(1); n > 0 {
 		s.Roles = make([]string, n)
@@ -151,7 +193,7 @@ func decodeSession(raw []byte, s *Session) error {
 	if n := r.count(5); n > 0 {
 		s.Stack = make(tiers.Stack, n)
 		for i := range s.Stack {
-			s.Stack[i] = tiers.Level{Tier: r.string(), Base: r.string(), Method: r.string(), Credential: r.string(), At: time.Unix(0, r.varint())}
+			s.Stack[i] = tiers.Level{Tier: r.string(), Base: r.string(), Method: r.string(), Credential: r.string(), At: at(r.varint())}
 		}
 	}
 	if r.err != nil || len(r.b) != 0 {

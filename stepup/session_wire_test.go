@@ -13,7 +13,7 @@ import (
 // by an earlier version (RFC 3339 times) still reads.
 func TestSessionWireFormRoundTripsAndReadsTheOlderForm(t *testing.T) {
 	at := time.Date(2026, 11, 29, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
-	s := &Session{Owner: "own", User: "alice", Roles: []string{"admin", "ops"}, External: true, LastUser: "bob",
+	s := &Session{Owner: "own", ID: "the-id", User: "alice", Roles: []string{"admin", "ops"}, External: true, LastUser: "bob",
 		Stack:   tiers.Stack{{Tier: "login", Method: "password", Credential: "alice", At: at}, {Tier: "otp", Base: "login", Method: "totp", At: at.Add(time.Minute)}},
 		Created: at, Seen: at.Add(time.Hour)}
 	raw, err := encodeSession(s)
@@ -24,10 +24,16 @@ func TestSessionWireFormRoundTripsAndReadsTheOlderForm(t *testing.T) {
 	if err := decodeSession(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Owner != s.Owner || back.User != s.User || len(back.Roles) != 2 || !back.External || back.LastUser != "bob" ||
+	if back.Owner != s.Owner || back.ID != s.ID || raw[0] != wireVersion || back.User != s.User || len(back.Roles) != 2 || !back.External || back.LastUser != "bob" ||
 		!back.Created.Equal(s.Created) || !back.Seen.Equal(s.Seen) || len(back.Stack) != 2 ||
 		back.Stack[1] != (tiers.Level{Tier: "otp", Base: "login", Method: "totp", At: back.Stack[1].At}) || !back.Stack[1].At.Equal(s.Stack[1].At) {
 		t.Fatalf("round trip: %+v", &back)
+	}
+	prev, _ := encodeLegacySession(s) // the previous version's binary form
+	var fromPrev Session
+	if err := decodeSession(prev, &fromPrev); err != nil || prev[0] != wireVersion1 || fromPrev.ID != "" || fromPrev.Owner != s.Owner ||
+		!fromPrev.Seen.Equal(s.Seen) || !fromPrev.Stack[1].At.Equal(s.Stack[1].At) {
+		t.Fatalf("previous binary form: %+v %v", &fromPrev, err)
 	}
 	old, _ := json.Marshal(s) // the form an earlier version stored
 	var fromOld Session
@@ -62,22 +68,49 @@ func TestStoredSessionFormsDecodeAndNonsenseDoesNot(t *testing.T) {
 }
 
 // FuzzStoredSession: any stored bytes decode to a session or an error,
-// never a panic; what decodes encodes back to the same session.
+// never a panic; what decodes encodes back (in the current form, and in
+// the previous version's, which refreshes that version's records) to the
+// same session.
 func FuzzStoredSession(f *testing.F) {
 	at := time.Unix(1795950549, 1)
-	raw, _ := encodeSession(&Session{Owner: "o", User: "u", Roles: []string{"r"}, Stack: tiers.Stack{{Tier: "t", Method: "m", At: at}}, Created: at, Seen: at})
+	s := &Session{Owner: "o", ID: "i", User: "u", Roles: []string{"r"}, Stack: tiers.Stack{{Tier: "t", Method: "m", At: at}}, Created: at, Seen: at.Add(time.Minute)}
+	raw, _ := encodeSession(s)
 	f.Add(raw)
+	legacy, _ := encodeLegacySession(s)
+	f.Add(legacy)
 	f.Add([]byte(`{"o":"x","c":1,"l":2}`))
 	f.Add([]byte{1, 0, 200, 200, 200})
+	f.Add([]byte{2, 0, 1, 'o', 1, 'i', 0, 0, 2, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var s Session
 		if decodeSession(b, &s) != nil || len(b) == 0 || b[0] == '{' {
 			return
 		}
+		if b[0] == wireVersion1 && s.ID != "" {
+			t.Fatalf("the previous version's form decoded with an id %q", s.ID)
+		}
+		same := func(s2 *Session) bool {
+			if s2.User != s.User || s2.Owner != s.Owner || s2.LastUser != s.LastUser || s2.External != s.External ||
+				!s2.Created.Equal(s.Created) || !s2.Seen.Equal(s.Seen) || len(s2.Stack) != len(s.Stack) || len(s2.Roles) != len(s.Roles) {
+				return false
+			}
+			for i := range s.Stack {
+				if s2.Stack[i] != (tiers.Level{Tier: s.Stack[i].Tier, Base: s.Stack[i].Base, Method: s.Stack[i].Method, Credential: s.Stack[i].Credential, At: s2.Stack[i].At}) ||
+					!s2.Stack[i].At.Equal(s.Stack[i].At) {
+					return false
+				}
+			}
+			return true
+		}
 		again, _ := encodeSession(&s)
 		var s2 Session
-		if err := decodeSession(again, &s2); err != nil || s2.User != s.User || s2.Owner != s.Owner || len(s2.Stack) != len(s.Stack) {
+		if err := decodeSession(again, &s2); err != nil || !same(&s2) || s2.ID != s.ID {
 			t.Fatalf("re-encoding changed the session: %v", err)
+		}
+		old, _ := encodeLegacySession(&s)
+		var s3 Session
+		if err := decodeSession(old, &s3); err != nil || !same(&s3) || s3.ID != "" {
+			t.Fatalf("re-encoding in the previous form changed the session: %v", err)
 		}
 	})
 }

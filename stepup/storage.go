@@ -55,8 +55,15 @@ var ErrNotFound = store.ErrNotFound
 
 // Key prefixes of the records in the store.
 const (
+	// keyRecord: owner -> the session, with its current id (one record
+	// per session).
+	keyRecord = "v:"
+	// keySession and keyOwner are the previous version's layout, still
+	// read until its sessions move (at their next Commit) or expire: id ->
+	// the session, and owner -> the current id.
 	keySession = "s:"
 	keyOwner   = "o:"
+	// keyRotated: an id rotated away a moment ago -> its owner.
 	keyRotated = "rot:"
 	keyPending = "p:"
 	keyGrant   = "g:"

@@ -97,6 +97,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFinishLogin -fuzztime 20s ./stepup/webauthn
 	$(GO) test -run '^$$' -fuzz FuzzFinishRegistration -fuzztime 20s ./stepup/webauthn
 	$(GO) test -run '^$$' -fuzz FuzzCaddyfile -fuzztime 20s ./caddymodule
+	$(GO) test -run '^$$' -fuzz FuzzCompiledMatchersAgreeWithCaddy -fuzztime 20s ./caddymodule
 	$(GO) test -run '^$$' -fuzz FuzzBodyPreview -fuzztime 20s ./stepup/approval
 	$(GO) test -run '^$$' -fuzz FuzzParseWindow -fuzztime 10s ./stepup/approval
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshalCaddyfile -fuzztime 10s ./caddymodule/notifiers/webhook

@@ -242,3 +242,50 @@ func BenchmarkHotPathStores(b *testing.B) {
 		done()
 	}
 }
+
+// BenchmarkTransactionSetMatch measures matching a request against the
+// transaction sets of benchHandler (/reports/*; /admin/* with POST), as
+// Policy.Decide does, with Caddy's matchers and with their compiled form
+// (fastmatch.go): for a request in neither set and one in the second (both
+// sets are tried).
+func BenchmarkTransactionSetMatch(b *testing.B) {
+	h, done := benchHandler(b)
+	defer done()
+	var caddySets, compiledSets []func(*http.Request) (bool, error)
+	for _, t := range h.Transactions {
+		match, compiled := compileMatcherSets(t.matcherSets)
+		if !compiled {
+			b.Fatalf("set %q is not compiled", t.Name)
+		}
+		caddySets = append(caddySets, t.matcherSets.AnyMatchWithError)
+		compiledSets = append(compiledSets, match)
+	}
+	for _, impl := range []struct {
+		name string
+		sets []func(*http.Request) (bool, error)
+	}{{"caddy", caddySets}, {"compiled", compiledSets}} {
+		for _, c := range []struct {
+			name    string
+			r       *http.Request
+			matches int
+		}{
+			{"no_set", caddyRequest("GET", "/index.html", nil), 0},
+			{"set_matched", caddyRequest("POST", "/admin/users", nil), 1},
+		} {
+			b.Run(impl.name+"/"+c.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					n := 0
+					for _, match := range impl.sets {
+						if ok, _ := match(c.r); ok {
+							n++
+						}
+					}
+					if n != c.matches {
+						b.Fatalf("%d sets matched, want %d", n, c.matches)
+					}
+				}
+			})
+		}
+	}
+}

@@ -66,8 +66,11 @@ type Transaction struct {
 	// just-in-time approval of the action.
 	Approval string `json:"approval,omitempty"`
 
-	matcherSets  caddyhttp.MatcherSets
-	approvalLine int
+	matcherSets caddyhttp.MatcherSets
+	// compiledMatch: the set is matched by the compiled form of its path
+	// and method matchers (fastmatch.go), not by Caddy's.
+	compiledMatch bool
+	approvalLine  int
 }
 
 // CaddyModule returns the Caddy module information.
@@ -121,10 +124,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := t.matcherSets.FromInterface(mods); err != nil {
 			return fmt.Errorf("transaction set %q: %v", t.Name, err)
 		}
-		ms := t.matcherSets
+		// Path and method matchers are compiled (fastmatch.go); any
+		// other set keeps Caddy's matcher.
+		match, compiled := compileMatcherSets(t.matcherSets)
+		t.compiledMatch = compiled
 		sets[i] = stepup.TransactionSet{
 			Name: t.Name, Label: t.Label, Tier: t.Tier, Risk: t.Risk, Approval: t.Approval,
-			Match: ms.AnyMatchWithError,
+			Match: match,
 		}
 		if t.MaxAge != nil {
 			sets[i].MaxAge, sets[i].HasMaxAge = time.Duration(*t.MaxAge), true

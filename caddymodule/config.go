@@ -364,8 +364,12 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 }
 
 // inlineNamespace names an inline configuration by what identifies its
-// users: its user names, tiers and prefix. Two sites with the same ones
-// share sessions (they are one directory); editing them starts afresh.
+// users: its directory (each user's name, password hash, roles and TOTP
+// secret), tiers and prefix. Two sites with the same ones share sessions
+// (they are one directory); editing them starts afresh. Names alone are
+// not enough: two sites that each call their first user "admin", with
+// passwords and roles of their own, are two directories, and a session of
+// one must be nothing to the other.
 func (c *Config) inlineNamespace() string {
 	h := sha256.New()
 	names := make([]string, 0, len(c.Users))
@@ -375,6 +379,12 @@ func (c *Config) inlineNamespace() string {
 	sort.Strings(names)
 	for _, n := range names {
 		h.Write([]byte("u\x00" + n + "\x00"))
+		if u := c.Users[n]; u != nil {
+			h.Write([]byte("h\x00" + u.Password + "\x00s\x00" + u.TOTPSecret + "\x00"))
+			for _, r := range u.Roles {
+				h.Write([]byte("r\x00" + r + "\x00"))
+			}
+		}
 	}
 	for _, t := range c.Tiers {
 		h.Write([]byte("t\x00" + t.Name + "\x00" + t.Base + "\x00"))

@@ -169,7 +169,7 @@ func (c *SessionConfig) defaults() {
 type change struct {
 	gen   uint64
 	ended bool
-	at    time.Time // wall clock: when the entry may be forgotten
+	at    int64 // Sessions.tick: when the entry may be forgotten
 }
 
 // maxTouchInterval is how stale Seen may get before a request refreshes it:
@@ -217,6 +217,13 @@ type Sessions struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 
+	// base is the engine's clock when the manager was built: cache entries
+	// and change marks are timed from it (see tick).
+	base time.Time
+	// latest is the latest tick a cached copy was read at: no change mark
+	// is dated before it (see mark).
+	latest atomic.Int64
+
 	// shared is the store when several instances use it: the cache is
 	// served only while it reports changes (Coherent), and only copies read
 	// in the current epoch, which every reset of the reports ends.
@@ -243,7 +250,7 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 	codec.MaxAge(int(cfg.Lifetime / time.Second))
 	codec.MaxLength(1024)
 	m := &Sessions{cfg: cfg, hostCookie: "__Host-" + cfg.CookieName, store: st, codec: codec, now: now, stop: make(chan struct{}),
-		touchEvery: min(maxTouchInterval, cfg.IdleTimeout/4)}
+		touchEvery: min(maxTouchInterval, cfg.IdleTimeout/4), base: now()}
 	m.sessions = newSessionCache(cfg.CacheEntries)
 	if shared, ok := st.(SharedStore); ok {
 		m.shared = shared
@@ -265,15 +272,44 @@ func (m *Sessions) changedElsewhere(key string) {
 // changed marks a record written: cached copies read before are refetched.
 // It is called after the write (a copy read between a mark and its write
 // would be the old one, and newer than the mark).
-func (m *Sessions) changed(key string) {
-	m.changes.Store(key, change{gen: m.gen.Add(1), at: time.Now()})
-}
+func (m *Sessions) changed(key string) { m.mark(key, false) }
 
 // ended marks a record ended: no copy of it is served, nor fetched, while
 // the mark lives (an ended owner's record is never written again: a new
 // session gets a new owner). It is called before the delete.
-func (m *Sessions) ended(key string) {
-	m.changes.Store(key, change{gen: m.gen.Add(1), ended: true, at: time.Now()})
+func (m *Sessions) ended(key string) { m.mark(key, true) }
+
+// mark records a change of a record. A mark is what keeps a superseded
+// copy from being served, so it must outlive every copy it supersedes: it
+// is dated no earlier than the latest tick a copy was read at (a clock
+// that stepped back since would otherwise date it before that copy, and
+// forgetChanges would drop it while the copy is still fresh).
+func (m *Sessions) mark(key string, ended bool) {
+	gen := m.gen.Add(1)
+	at := max(m.tick(m.now()), m.latest.Load())
+	m.changes.Store(key, change{gen: gen, ended: ended, at: at})
+}
+
+// tick is a time of the engine's clock as the cache and the change marks
+// count it: nanoseconds, the base's Unix time plus the time elapsed since
+// the base. Elapsed time is measured on the monotonic clock whenever the
+// engine's clock carries it (time.Now does), so a step of the wall clock
+// (NTP, a VM restored from a snapshot) neither stretches a cached copy's
+// CacheTTL nor ages a change mark early; a clock without it (a test's)
+// counts as its wall time.
+func (m *Sessions) tick(t time.Time) int64 {
+	return m.base.UnixNano() + int64(t.Sub(m.base))
+}
+
+// noteRead records that a copy is being read at tick t, before the read:
+// a mark made after the read is dated no earlier (see mark).
+func (m *Sessions) noteRead(t int64) {
+	for {
+		cur := m.latest.Load()
+		if t <= cur || m.latest.CompareAndSwap(cur, t) {
+			return
+		}
+	}
 }
 
 // resetCache drops every cached session: changes may have gone unreported.
@@ -339,7 +375,8 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 	if value == "" {
 		return nil, nil
 	}
-	s, ok := m.sessions.get(value, now.UnixNano())
+	tick := m.tick(now)
+	s, ok := m.sessions.get(value, tick)
 	if ok && (!m.cacheCoherent() || s.epoch != m.epoch.Load()) {
 		ok = false // the cache may hold what another instance changed
 	}
@@ -371,6 +408,7 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 			return nil, nil
 		}
 		coherent := m.cacheCoherent() // before the read: see resetCache
+		m.noteRead(tick)
 		var err error
 		if s, err = m.fetch(r.Context(), key, owner, id); s == nil {
 			return nil, err
@@ -380,7 +418,7 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 			return nil, nil
 		}
 		if coherent {
-			m.sessions.set(value, s, now.UnixNano(), now.Add(m.cfg.CacheTTL).UnixNano())
+			m.sessions.set(value, s, tick, tick+int64(m.cfg.CacheTTL))
 		}
 	}
 	if now.Sub(s.Seen) >= m.touchEvery {
@@ -559,7 +597,8 @@ func (m *Sessions) forget(ctx context.Context, key string) error {
 }
 
 // forgetChanges drops the change marks once no cached copy can predate them
-// (a cached copy lives at most CacheTTL after it was read).
+// (a cached copy lives at most CacheTTL after it was read, on the same
+// clock: see tick and mark).
 func (m *Sessions) forgetChanges() {
 	t := time.NewTicker(m.cfg.CacheTTL)
 	defer t.Stop()
@@ -568,9 +607,9 @@ func (m *Sessions) forgetChanges() {
 		case <-m.stop:
 			return
 		case <-t.C:
-			cutoff := time.Now().Add(-2 * m.cfg.CacheTTL)
+			cutoff := m.tick(m.now()) - int64(2*m.cfg.CacheTTL)
 			m.changes.Range(func(k, v any) bool {
-				if v.(change).at.Before(cutoff) {
+				if v.(change).at < cutoff {
 					m.changes.Delete(k)
 				}
 				return true

@@ -29,7 +29,7 @@ type sessionCache struct {
 type cacheEntry struct {
 	key     string
 	s       *Session
-	expires int64 // Unix nanoseconds of the engine's clock
+	expires int64 // the engine's clock, as Sessions.tick counts it
 }
 
 // newSessionCache returns a cache of at least entries slots (a power of

@@ -35,6 +35,7 @@ func main() {
 	conns := flag.Int("c", 16, "wrk connections")
 	stores := flag.String("stores", "memory,local,redis", "comma-separated stores for the protected case (memory, local, redis: a redis-server started here)")
 	profile := flag.String("profile", "", "write a CPU profile of Caddy during an extra protected run to this file")
+	profileCase := flag.Int("profile-case", 2, "the case to profile: 0 plain respond, 1 public route, 2 protected route (first store), …")
 	bin := flag.String("caddy", "", "Caddy binary (default: build ./cmd/caddy)")
 	flag.Parse()
 	tools := []string{"wrk", "taskset"}
@@ -141,7 +142,7 @@ func main() {
 		fmt.Printf("| %s | %.0f | %.0f µs | %.0f µs | %.3f |\n", c.name, median(results[i].rps), median(results[i].p50), median(results[i].p99), median(ratios))
 	}
 	if *profile != "" {
-		protected := cases[2]
+		protected := cases[*profileCase]
 		done := make(chan error, 1)
 		go func() {
 			secs := int(duration.Seconds())

@@ -35,7 +35,7 @@ func main() {
 	conns := flag.Int("c", 16, "wrk connections")
 	stores := flag.String("stores", "memory,local,redis", "comma-separated stores for the protected case (memory, local, redis: a redis-server started here)")
 	profile := flag.String("profile", "", "write a CPU profile of Caddy during an extra protected run to this file")
-	profileCase := flag.Int("profile-case", 2, "the case to profile: 0 plain respond, 1 public route, 2 protected route (first store), …")
+	profileCase := flag.Int("profile-case", 3, "the case to profile: 0 plain respond, 1 public route, 2 public route signed in, 3 protected route (first store), …")
 	bin := flag.String("caddy", "", "Caddy binary (default: build ./cmd/caddy)")
 	flag.Parse()
 	tools := []string{"wrk", "taskset"}
@@ -113,6 +113,7 @@ func main() {
 			cases = append(cases,
 				kase{"plain respond", fmt.Sprintf("http://127.0.0.1:%d/reports/q1", plain), "Cookie: " + cookie},
 				kase{"stepup, public route (no set matched)", base + "/index.html", ""},
+				kase{"stepup, public route, signed in", base + "/index.html", "Cookie: " + cookie},
 			)
 		}
 		cases = append(cases, kase{"stepup, protected route, tier held (" + st + ")", base + "/reports/q1", "Cookie: " + cookie})

@@ -76,3 +76,58 @@ func TestReview4ACachedCopyOutlivesNoMarkWhenTheClockStepsBack(t *testing.T) {
 		})
 	}
 }
+
+// Two instances share a store that sends no change reports (or whose
+// report is still on its way). Instance B serves a session from its cache
+// after A ended it; when B's request is due to refresh the session's idle
+// time, the refresh finds the record gone (or holding another id): that
+// request must be refused then, not served from the copy the store has
+// just disowned.
+func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, a *Sessions, s *Session, r *http.Request)
+	}{
+		{"ended", func(t *testing.T, a *Sessions, s *Session, _ *http.Request) {
+			if err := a.EndOwner(context.Background(), s.Owner); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"rotated", func(t *testing.T, a *Sessions, s *Session, _ *http.Request) {
+			next := s.Clone()
+			next.Stack = nil
+			if err := a.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			st := store.NewMemory(0, c.Now)
+			cfg := SessionConfig{IdleTimeout: time.Minute, Lifetime: time.Hour} // touched every 15 s, cached 30 s
+			a, err := NewSessions(cfg, st, testKeys(t), c.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := NewSessions(cfg, st, testKeys(t), c.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			s := a.New()
+			s.User = "alice"
+			s.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
+			r, _ := roundTrip(t, a, s, false)
+			held := b.Load(r)
+			if held == nil {
+				t.Fatal("instance B does not load the session")
+			}
+			tc.change(t, a, held, r)
+			c.Advance(20 * time.Second) // past the touch interval, within the cache's life
+			if got := b.Load(r); got != nil {
+				t.Fatalf("instance B served the session its own touch found %s", tc.name)
+			}
+		})
+	}
+}

@@ -187,6 +187,11 @@ const rotatedGrace = time.Minute
 // tried again; one that finds another id has lost.
 const casAttempts = 3
 
+// errSessionGone is a touch's finding that the session's record is gone
+// or holds another id: the copy touched is no longer the session. (A
+// touch that lost a race with another touch is ErrSessionChanged alone.)
+var errSessionGone = fmt.Errorf("%w: ended or rotated elsewhere", ErrSessionChanged)
+
 // ErrSessionChanged is returned by Commit when another request rotated or
 // ended the session first: exactly one of several concurrent changes wins.
 var ErrSessionChanged = errors.New("session changed concurrently")
@@ -424,9 +429,16 @@ func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, erro
 	if now.Sub(s.Seen) >= m.touchEvery {
 		s = s.Clone()
 		s.Seen = now
-		// A failed touch only shortens the idle lifetime; the request goes
-		// on. A session rotated or ended meanwhile is not brought back.
-		_ = m.touch(r.Context(), s)
+		// A touch that could not be made (the store busy or down) only
+		// shortens the idle lifetime; the request goes on. One that finds
+		// the session ended or rotated away (on another instance, whose
+		// report has not arrived) has learnt that this copy is no longer
+		// the session: the request is refused, as it would be a moment
+		// later, and the session is not brought back.
+		if err := m.touch(r.Context(), s); errors.Is(err, errSessionGone) {
+			m.changed(s.record)
+			return nil, nil
+		}
 	}
 	return s, nil
 }
@@ -466,8 +478,12 @@ func (m *Sessions) touch(ctx context.Context, s *Session) error {
 		if err != nil {
 			return err
 		}
-		if ok, err := m.store.Replace(ctx, s.record, raw, ttl); err != nil || !ok {
-			return ErrSessionChanged
+		ok, err := m.store.Replace(ctx, s.record, raw, ttl)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errSessionGone
 		}
 		m.changed(s.record)
 		return nil
@@ -476,7 +492,7 @@ func (m *Sessions) touch(ctx context.Context, s *Session) error {
 	for range casAttempts {
 		cur, stored, err := m.read(ctx, key)
 		if errors.Is(err, ErrNotFound) || (err == nil && !sameID(stored.ID, s.ID)) {
-			return ErrSessionChanged
+			return errSessionGone
 		}
 		if err != nil {
 			return err

@@ -99,6 +99,9 @@ type Evaluation struct {
 	// Readings are the other ways the upstream may read the request
 	// (ReadingsOf): a set matches when any reading matches it.
 	Readings Readings
+	// HaveReadings says Readings were computed for this request already
+	// (by a caller that scanned its headers on the way in).
+	HaveReadings bool
 }
 
 // Stage is one step of the decision pipeline after the tier check (the

@@ -44,7 +44,26 @@ func (v *Readings) Empty() bool { return len(v.Methods) == 0 && v.Path == "" }
 // lower-case method in place (the upstream receives the method it was
 // matched as) and may read the start of a form body to look for a _method
 // field, leaving the body intact for the next handler.
-func ReadingsOf(r *http.Request) Readings {
+func ReadingsOf(r *http.Request) Readings { return readingsOf(r, true) }
+
+// ReadingsOfScanned is ReadingsOf for a caller that has looked at every
+// header name of the request already: overrides is whether one of them
+// is a method-override header (IsOverrideHeader). When it is false the
+// header lookups are skipped.
+func ReadingsOfScanned(r *http.Request, overrides bool) Readings { return readingsOf(r, overrides) }
+
+// IsOverrideHeader reports whether a header name (canonical, as Go's
+// server gives it) is one that frameworks read as the request's method.
+func IsOverrideHeader(name string) bool {
+	for _, h := range overrideHeaders {
+		if name == h {
+			return true
+		}
+	}
+	return false
+}
+
+func readingsOf(r *http.Request, overrides bool) Readings {
 	var v Readings
 	if !isUpperToken(r.Method) {
 		r.Method = strings.ToUpper(r.Method)
@@ -53,6 +72,9 @@ func ReadingsOf(r *http.Request) Readings {
 		v.Methods = append(v.Methods, http.MethodGet)
 	}
 	for _, h := range overrideHeaders {
+		if !overrides {
+			break
+		}
 		for _, m := range r.Header[h] {
 			v.addMethod(r.Method, m)
 		}

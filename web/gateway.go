@@ -110,8 +110,8 @@ func (e *HTTPError) Unwrap() error { return e.Err }
 
 // ServeHTTP handles one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) error {
-	stripStepupHeaders(r.Header)
-	stripTrailers(r)
+	overrides, trailer := scanHeaders(r.Header)
+	stripTrailers(r, trailer)
 	e := g.Engine
 	p := r.URL.Path
 	if strings.HasPrefix(p, e.Prefix) && (len(p) == len(e.Prefix) || p[len(e.Prefix)] == '/') {
@@ -119,8 +119,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 	}
 	now := e.Now()
 	s, err := e.SessionCheckedAt(w, r, now)
-	ev := evaluations.Get().(*stepup.Evaluation)
-	*ev = stepup.Evaluation{Request: r, Session: s, Now: now}
+	ev := evaluations.Get().(*stepup.Evaluation) // zero: reset before every Put
+	ev.Request, ev.Session, ev.Now = r, s, now
+	if len(g.Policy.Sets) > 0 {
+		ev.Readings, ev.HaveReadings = stepup.ReadingsOfScanned(r, overrides), true
+	}
 	if err != nil {
 		err = g.storeUnavailable(w, r, ev, next, err)
 	} else {
@@ -145,7 +148,7 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	if g.Metrics != nil {
 		start = metricsStart(ev.Now)
 	}
-	if len(g.Policy.Sets) > 0 {
+	if len(g.Policy.Sets) > 0 && !ev.HaveReadings {
 		ev.Readings = stepup.ReadingsOf(r)
 	}
 	if err := g.Policy.Decide(ev); err != nil {
@@ -319,9 +322,11 @@ func returnFor(r *http.Request, prefix string) string {
 // stripTrailers drops request trailers: a trailer arrives after the body,
 // after the decision, and an X-Stepup-* one would reach the upstream
 // unchecked. No browser sends request trailers.
-func stripTrailers(r *http.Request) {
+// trailerHeader is whether the request has a Trailer header (scanHeaders
+// saw its name).
+func stripTrailers(r *http.Request, trailerHeader bool) {
 	// The server fills in trailers of any chunked body, declared or not.
-	if r.Trailer == nil && r.Header["Trailer"] == nil && len(r.TransferEncoding) == 0 {
+	if r.Trailer == nil && !trailerHeader && len(r.TransferEncoding) == 0 {
 		return
 	}
 	r.Header.Del("Trailer")
@@ -346,16 +351,25 @@ func (b *trailerlessBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// stripStepupHeaders removes client-sent X-Stepup-* headers, which
-// upstreams may trust when the gateway sets them, in any case and with
-// underscores for dashes: CGI, PHP-FPM, WSGI and Rack turn X-Stepup_User
-// into the same HTTP_X_STEPUP_USER as X-Stepup-User.
-func stripStepupHeaders(h http.Header) {
+// scanHeaders is the one pass over a request's header names. It removes
+// client-sent X-Stepup-* headers, which upstreams may trust when the
+// gateway sets them, in any case and with underscores for dashes (CGI,
+// PHP-FPM, WSGI and Rack turn X-Stepup_User into the same
+// HTTP_X_STEPUP_USER as X-Stepup-User); and it reports whether a
+// method-override header (stepup.IsOverrideHeader) or a Trailer header is
+// there, so that neither is looked up again.
+func scanHeaders(h http.Header) (overrides, trailer bool) {
 	for k := range h {
-		if len(k) >= 9 && (k[0]|0x20) == 'x' && isStepupPrefix(k) {
+		switch {
+		case len(k) >= 9 && (k[0]|0x20) == 'x' && isStepupPrefix(k):
 			delete(h, k)
+		case len(k) >= 13 && k[0] == 'X' && stepup.IsOverrideHeader(k):
+			overrides = true
+		case k == "Trailer":
+			trailer = true
 		}
 	}
+	return overrides, trailer
 }
 
 // isStepupPrefix reports whether k starts with "x-stepup-", ignoring case

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -40,7 +41,7 @@ func TestStripStepupHeaders(t *testing.T) {
 	h["x-stepup-tiers"] = []string{"key"} // not canonicalised by the client
 	h.Set("X-Stepupish", "kept")
 	h.Set("Accept", "kept")
-	stripStepupHeaders(h)
+	scanHeaders(h)
 	if len(h) != 2 || h.Get("X-Stepupish") == "" || h.Get("Accept") == "" {
 		t.Fatalf("headers after stripping: %v", h)
 	}
@@ -56,7 +57,7 @@ func TestStripStepupHeadersWithUnderscores(t *testing.T) {
 	}
 	h.Set("X-Stepup", "kept: no dash after the prefix")
 	h.Set("X-Stepupper-User", "kept")
-	stripStepupHeaders(h)
+	scanHeaders(h)
 	if len(h) != 2 {
 		t.Fatalf("headers after stripping: %v", h)
 	}
@@ -99,7 +100,7 @@ func TestUndeclaredTrailersAreDropped(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/x", nil)
 	r.TransferEncoding = []string{"chunked"}
 	r.Body = &trailingBody{r: r, data: strings.NewReader("hello")}
-	stripTrailers(r)
+	stripTrailers(r, false)
 	if _, err := io.ReadAll(r.Body); err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +120,42 @@ func TestMetricsStartReusesOnlyARealClockReading(t *testing.T) {
 	frozen := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	if got := metricsStart(frozen); got == frozen || time.Since(got) > time.Minute {
 		t.Fatalf("a test clock's reading was used as the start: %v", got)
+	}
+}
+
+// The one pass over header names reports exactly what ReadingsOf and the
+// trailer check would look up: a request's readings are the same whether
+// they are computed from the scan or from the headers themselves, for
+// every override header, in any company, and none is missed when a
+// stripped X-Stepup-* header sits beside it.
+func TestScanHeadersFindsWhatReadingsLookFor(t *testing.T) {
+	names := []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+	others := []string{"Accept", "X-Stepup-User", "X-Forwarded-For", "X-Http-Methods", "X-Method", "Trailer", "User-Agent"}
+	for mask := 0; mask < 1<<len(names); mask++ {
+		for i, other := range others {
+			r := httptest.NewRequest(http.MethodPost, "/pay", nil)
+			for j, n := range names {
+				if mask&(1<<j) != 0 {
+					r.Header[n] = []string{[]string{"DELETE", "PUT", "PATCH"}[j]}
+				}
+			}
+			r.Header[other] = []string{"x"}
+			if i%2 == 0 {
+				r.Header["X-Stepup_Tier"] = []string{"key"}
+			}
+			_, declared := r.Header["Trailer"]
+			want := stepup.ReadingsOf(r.Clone(r.Context()))
+			overrides, trailer := scanHeaders(r.Header)
+			if trailer != declared {
+				t.Fatalf("Trailer reported %v, present %v", trailer, declared)
+			}
+			if overrides != (mask != 0) {
+				t.Fatalf("override headers %b: reported %v", mask, overrides)
+			}
+			got := stepup.ReadingsOfScanned(r, overrides)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("override headers %b with %s: readings %v from the scan, %v from the headers", mask, other, got, want)
+			}
+		}
 	}
 }

@@ -18,8 +18,8 @@ const retryAfter = "5"
 func (g *Gateway) storeUnavailable(w http.ResponseWriter, r *http.Request, ev *stepup.Evaluation, next Next, cause error) error {
 	// On every reading, as decide matches: a request that needs a session
 	// only through a reading (/admin/, an override) gets the 503 too.
-	if len(g.Policy.Sets) > 0 {
-		ev.Readings = stepup.ReadingsOf(r)
+	if len(g.Policy.Sets) > 0 && !ev.HaveReadings {
+		ev.Readings, ev.HaveReadings = stepup.ReadingsOf(r), true
 	}
 	if err := g.Policy.Decide(ev); err == nil && ev.Decision.Allowed {
 		return g.decide(w, r, ev, next)

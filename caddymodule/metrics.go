@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -79,11 +80,28 @@ func decisionMetrics() *web.DecisionMetrics {
 
 // sessionsCollector reports caddy_stepup_sessions_active: the sessions in
 // the stores of the running engines (stepup.CountSessions), counted when
-// scraped, never on the request path.
+// scraped, never on the request path. Counting lists every session key,
+// which for a million sessions (or a shared Redis, for every instance's
+// scrapes) is too dear to do for each scrape: a count that found many is
+// reused for sessionsRecount, and scrapes never count at once.
 type sessionsCollector struct {
 	mu     sync.Mutex
 	stores map[*built]stepup.Store
+	gen    int // changes of stores
+
+	countMu sync.Mutex // one count at a time
+	counted time.Time  // when last counted (zero: never)
+	last    int        // what it found
+	lastGen int        // for which stores
+	now     func() time.Time
 }
+
+// sessionsRecount is how long a count of at least sessionsCheapCount is
+// reported again instead of counting anew.
+const (
+	sessionsRecount    = 30 * time.Second
+	sessionsCheapCount = 10_000
+)
 
 var sessionsDesc = prometheus.NewDesc("caddy_stepup_sessions_active",
 	"Sessions in the session store (every instance sharing the store counts them once).", nil, nil)
@@ -91,18 +109,38 @@ var sessionsDesc = prometheus.NewDesc("caddy_stepup_sessions_active",
 func (c *sessionsCollector) add(b *built, st stepup.Store) {
 	c.mu.Lock()
 	c.stores[b] = st
+	c.gen++
 	c.mu.Unlock()
 }
 
 func (c *sessionsCollector) remove(b *built) {
 	c.mu.Lock()
 	delete(c.stores, b)
+	c.gen++
 	c.mu.Unlock()
 }
 
 func (c *sessionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- sessionsDesc }
 
 func (c *sessionsCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.count()))
+}
+
+// count returns the sessions in the stores, counted now or, when the last
+// count was large and recent and the stores are the same, that count.
+func (c *sessionsCollector) count() int {
+	c.countMu.Lock()
+	defer c.countMu.Unlock()
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	if !c.counted.IsZero() && gen == c.lastGen && c.last >= sessionsCheapCount && now().Sub(c.counted) < sessionsRecount {
+		return c.last
+	}
 	c.mu.Lock()
 	seen := map[stepup.Store]bool{}
 	var stores []stepup.Store
@@ -119,7 +157,8 @@ func (c *sessionsCollector) Collect(ch chan<- prometheus.Metric) {
 			n += count
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(n))
+	c.counted, c.last, c.lastGen = now(), n, gen
+	return n
 }
 
 // challengeResults and approvalDecisions bound the label values taken

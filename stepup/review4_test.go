@@ -105,12 +105,14 @@ func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
 			c := newClock()
 			st := store.NewMemory(0, c.Now)
 			cfg := SessionConfig{IdleTimeout: time.Minute, Lifetime: time.Hour} // touched every 15 s, cached 30 s
-			a, err := NewSessions(cfg, st, testKeys(t), c.Now)
+			// Two instances: one store, reached through two clients (not
+			// one process's peers, which mark each other's changes).
+			a, err := NewSessions(cfg, instanceOf{st, 1}, testKeys(t), c.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer a.Close()
-			b, err := NewSessions(cfg, st, testKeys(t), c.Now)
+			b, err := NewSessions(cfg, instanceOf{st, 2}, testKeys(t), c.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,5 +131,78 @@ func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
 				t.Fatalf("instance B served the session its own touch found %s", tc.name)
 			}
 		})
+	}
+}
+
+// instanceOf is a store as one instance reaches it: instances do not
+// share a process, so their session managers are not peers.
+type instanceOf struct {
+	*store.Memory
+	instance int
+}
+
+// Site handlers with the same inline configuration in one Caddy share the
+// default store (and namespace) but each has its own session manager and
+// cache: a logoff, rotation or revocation through one must hold on the
+// others at once, not after their caches' 30 s, as a shared store's
+// reports make it hold across instances.
+func TestSessionManagersOfOneStoreInOneProcessSeeEachOthersChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, a *Sessions, s *Session)
+	}{
+		{"ended", func(t *testing.T, a *Sessions, s *Session) {
+			if err := a.EndOwner(context.Background(), s.Owner); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"rotated by a logoff at a tier", func(t *testing.T, a *Sessions, s *Session) {
+			next := s.Clone()
+			next.Stack = nil
+			if err := a.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			st := store.NewMemory(0, c.Now)
+			shared := Namespaced(st, "site:") // as two inline sites get it
+			cfg := SessionConfig{IdleTimeout: time.Hour, Lifetime: 12 * time.Hour}
+			a, err := NewSessions(cfg, shared, testKeys(t), c.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := NewSessions(cfg, Namespaced(st, "site:"), testKeys(t), c.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			s := a.New()
+			s.User = "alice"
+			s.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
+			r, _ := roundTrip(t, a, s, false)
+			held := loadCached(t, b, r)
+			if held == nil {
+				t.Fatal("the second site does not load the session")
+			}
+			tc.change(t, a, held)
+			if b.Load(r) != nil {
+				t.Fatalf("the second site still serves the session %s through the first", tc.name)
+			}
+		})
+	}
+	// A manager that has closed is told nothing more.
+	st := store.NewMemory(0, nil)
+	a, _ := NewSessions(SessionConfig{}, st, testKeys(t), nil)
+	b, _ := NewSessions(SessionConfig{}, st, testKeys(t), nil)
+	b.Close()
+	a.Close()
+	peers.mu.Lock()
+	left := len(peers.m[Store(st)])
+	peers.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d closed managers still registered", left)
 	}
 }

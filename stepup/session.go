@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,9 +263,60 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 		m.shared = shared
 		m.cfg.CacheTTL = min(m.cfg.CacheTTL, sharedCacheTTL)
 		m.unwatch = shared.Watch(m.changedElsewhere, m.resetCache)
+	} else {
+		m.unwatch = peers.join(st, m)
 	}
 	go m.forgetChanges()
 	return m, nil
+}
+
+// peers are the session managers of this process over one store that
+// reports no changes (site handlers with the same inline configuration
+// share the default store and its namespace, and each has its own
+// manager and cache): a change one of them marks is marked in the others'
+// caches at once, as a shared store's reports do across instances, so a
+// logoff or revocation through one site holds on the others.
+var peers = peerSet{m: map[Store][]*Sessions{}}
+
+type peerSet struct {
+	mu sync.Mutex
+	m  map[Store][]*Sessions
+}
+
+// join adds m to the managers of st and returns its leave function. A
+// store whose value cannot key a map (none of ours) has no peers.
+func (p *peerSet) join(st Store, m *Sessions) func() {
+	if !reflect.ValueOf(st).Comparable() {
+		return nil
+	}
+	p.mu.Lock()
+	p.m[st] = append(p.m[st], m)
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		rest := slices.DeleteFunc(p.m[st], func(o *Sessions) bool { return o == m })
+		if len(rest) == 0 {
+			delete(p.m, st)
+		} else {
+			p.m[st] = rest
+		}
+	}
+}
+
+// tell marks key in every other manager of st.
+func (p *peerSet) tell(st Store, from *Sessions, key string, ended bool) {
+	if !reflect.ValueOf(st).Comparable() {
+		return
+	}
+	p.mu.Lock()
+	others := slices.Clone(p.m[st])
+	p.mu.Unlock()
+	for _, o := range others {
+		if o != from {
+			o.markHere(key, ended)
+		}
+	}
 }
 
 // changedElsewhere takes a shared store's report that a record changed (on
@@ -290,6 +343,14 @@ func (m *Sessions) ended(key string) { m.mark(key, true) }
 // that stepped back since would otherwise date it before that copy, and
 // forgetChanges would drop it while the copy is still fresh).
 func (m *Sessions) mark(key string, ended bool) {
+	m.markHere(key, ended)
+	if m.shared == nil {
+		peers.tell(m.store, m, key, ended)
+	}
+}
+
+// markHere is mark in this manager only.
+func (m *Sessions) markHere(key string, ended bool) {
 	gen := m.gen.Add(1)
 	at := max(m.tick(m.now()), m.latest.Load())
 	m.changes.Store(key, change{gen: gen, ended: ended, at: at})

@@ -105,7 +105,7 @@ func TestRADIUSApprovalAgainstFreeRADIUS(t *testing.T) {
 			t.Fatalf("bob's payment: %v\n%s", m, fr.Log())
 		}
 		id := strings.TrimPrefix(uri, "/_stepup/approvals/")
-		rec := s.findAudit("approval_decided", map[string]string{"approval": id})
+		rec := s.awaitAudit("approval_decided", map[string]string{"approval": id})
 		if rec == nil || rec["approver"] != "radius" || rec["comment"] != "Approved by the payments policy" || rec["reason"] != "radius_class=7061792d6f6b" {
 			t.Fatalf("the RADIUS decision is not audited with its Reply-Message and Class: %v", rec)
 		}

@@ -174,6 +174,19 @@ func (s *server) findAudit(msg string, fields map[string]string) map[string]any 
 	return nil
 }
 
+// awaitAudit is findAudit for a record written in the background (a
+// RADIUS decision): the record may follow the change it records by a
+// moment, so it is looked for until a deadline.
+func (s *server) awaitAudit(msg string, fields map[string]string) map[string]any {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if rec := s.findAudit(msg, fields); rec != nil || time.Now().After(deadline) {
+			return rec
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // browser is an HTTP client with cookies that does not follow redirects.
 type browser struct {
 	t      *testing.T

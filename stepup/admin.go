@@ -82,6 +82,11 @@ func (e *Engine) sessionOf(ctx context.Context, owner string) (*Session, error) 
 	if err := decodeSession(raw, s); err != nil {
 		return nil, fmt.Errorf("decoding session: %w", err)
 	}
+	if s.Owner != owner {
+		// An index naming another owner's session (a store written by
+		// hand, or corrupted): that session is not this handle's to end.
+		return nil, ErrNoSession
+	}
 	s.ID, s.record = string(id), keySession+string(id)
 	return s, nil
 }

@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -204,5 +205,30 @@ func TestSessionManagersOfOneStoreInOneProcessSeeEachOthersChanges(t *testing.T)
 	peers.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d closed managers still registered", left)
+	}
+}
+
+// A legacy owner index that names another owner's session (a store
+// written by hand, or corrupted) must not let a revocation of one handle
+// end another user's session, nor report it done.
+func TestARevocationByHandleEndsOnlyThatHandlesLegacySession(t *testing.T) {
+	c := newClock()
+	e, st := newTestEngine(t, c, PendingLimits{})
+	ctx := context.Background()
+	m := e.Sessions
+	bob := m.New()
+	bob.User = "bob"
+	bob.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
+	bobReq := storeLegacy(t, m, st, bob)
+	// Handle A's index points at bob's record.
+	const handleA = "AAAAAAAAAAAAAAAAAAAAAAAA"
+	if err := st.Set(ctx, keyOwner+handleA, []byte(bob.ID), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RevokeSession(ctx, handleA, "admin:test"); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("revoking handle A: %v, want ErrNoSession", err)
+	}
+	if m.Load(bobReq) == nil {
+		t.Fatal("revoking handle A ended bob's session")
 	}
 }

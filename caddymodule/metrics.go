@@ -137,11 +137,6 @@ func (c *sessionsCollector) count() int {
 	}
 	c.mu.Lock()
 	gen := c.gen
-	c.mu.Unlock()
-	if !c.counted.IsZero() && gen == c.lastGen && c.last >= sessionsCheapCount && now().Sub(c.counted) < sessionsRecount {
-		return c.last
-	}
-	c.mu.Lock()
 	seen := map[stepup.Store]bool{}
 	var stores []stepup.Store
 	for _, st := range c.stores {
@@ -151,6 +146,9 @@ func (c *sessionsCollector) count() int {
 		}
 	}
 	c.mu.Unlock()
+	if !c.counted.IsZero() && gen == c.lastGen && c.last >= sessionsCheapCount && now().Sub(c.counted) < sessionsRecount {
+		return c.last
+	}
 	n := 0
 	for _, st := range stores {
 		if count, err := stepup.CountSessions(context.Background(), st, 1_000_000); err == nil {

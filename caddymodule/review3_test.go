@@ -98,6 +98,13 @@ func TestReview3ASessionOfOneSiteIsNotASessionOfAnother(t *testing.T) {
 	}
 
 	// The same cookie, sent to site B.
+	refusedOnSiteB(t, cookie, baseB)
+}
+
+// refusedOnSiteB sends site A's session cookie to site B's protected page:
+// B must not let its holder in, but send them to sign in.
+func refusedOnSiteB(t *testing.T, cookie *http.Cookie, baseB string) {
+	t.Helper()
 	req, _ := http.NewRequest("GET", baseB+"/private", nil)
 	req.Header.Set("Accept", "text/html")
 	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})

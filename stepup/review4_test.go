@@ -28,23 +28,7 @@ func forgetTicks(ttl time.Duration) { time.Sleep(10 * ttl) }
 // clock, whichever way that clock moves (here a test's, without the
 // monotonic reading that time.Now carries in production).
 func TestReview4ACachedCopyOutlivesNoMarkWhenTheClockStepsBack(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(t *testing.T, m *Sessions, s *Session)
-	}{
-		{"ended", func(t *testing.T, m *Sessions, s *Session) {
-			if err := m.EndOwner(context.Background(), s.Owner); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"logged off at a tier", func(t *testing.T, m *Sessions, s *Session) {
-			next := s.Clone()
-			next.Stack = next.Stack[:1]
-			if err := m.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
+	for _, tc := range sessionChanges {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			const ttl = 20 * time.Millisecond
@@ -85,23 +69,7 @@ func TestReview4ACachedCopyOutlivesNoMarkWhenTheClockStepsBack(t *testing.T) {
 // request must be refused then, not served from the copy the store has
 // just disowned.
 func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(t *testing.T, a *Sessions, s *Session, r *http.Request)
-	}{
-		{"ended", func(t *testing.T, a *Sessions, s *Session, _ *http.Request) {
-			if err := a.EndOwner(context.Background(), s.Owner); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"rotated", func(t *testing.T, a *Sessions, s *Session, _ *http.Request) {
-			next := s.Clone()
-			next.Stack = nil
-			if err := a.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
+	for _, tc := range sessionChanges {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			st := store.NewMemory(0, c.Now)
@@ -126,7 +94,7 @@ func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
 			if held == nil {
 				t.Fatal("instance B does not load the session")
 			}
-			tc.change(t, a, held, r)
+			tc.change(t, a, held)
 			c.Advance(20 * time.Second) // past the touch interval, within the cache's life
 			if got := b.Load(r); got != nil {
 				t.Fatalf("instance B served the session its own touch found %s", tc.name)
@@ -148,23 +116,7 @@ type instanceOf struct {
 // others at once, not after their caches' 30 s, as a shared store's
 // reports make it hold across instances.
 func TestSessionManagersOfOneStoreInOneProcessSeeEachOthersChanges(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(t *testing.T, a *Sessions, s *Session)
-	}{
-		{"ended", func(t *testing.T, a *Sessions, s *Session) {
-			if err := a.EndOwner(context.Background(), s.Owner); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"rotated by a logoff at a tier", func(t *testing.T, a *Sessions, s *Session) {
-			next := s.Clone()
-			next.Stack = nil
-			if err := a.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
+	for _, tc := range sessionChanges {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			st := store.NewMemory(0, c.Now)
@@ -231,4 +183,24 @@ func TestARevocationByHandleEndsOnlyThatHandlesLegacySession(t *testing.T) {
 	if m.Load(bobReq) == nil {
 		t.Fatal("revoking handle A ended bob's session")
 	}
+}
+
+// sessionChanges are the changes that make every cached copy of a session
+// stale: its end, and a rotation by a logoff at its top tier.
+var sessionChanges = []struct {
+	name   string
+	change func(t *testing.T, m *Sessions, s *Session)
+}{
+	{"ended", func(t *testing.T, m *Sessions, s *Session) {
+		if err := m.EndOwner(context.Background(), s.Owner); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"rotated by a logoff at a tier", func(t *testing.T, m *Sessions, s *Session) {
+		next := s.Clone()
+		next.Stack = next.Stack[:len(next.Stack)-1]
+		if err := m.Commit(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
+			t.Fatal(err)
+		}
+	}},
 }

@@ -236,7 +236,10 @@ type Sessions struct {
 	// in the current epoch, which every reset of the reports ends.
 	shared  SharedStore
 	unwatch func()
-	epoch   atomic.Uint64
+	// peered: the store reports no changes, and the managers of this
+	// process that use it mark each other's (see peers).
+	peered bool
+	epoch  atomic.Uint64
 }
 
 // sharedCacheTTL caps the cache's lifetime in front of a shared store: the
@@ -265,6 +268,7 @@ func NewSessions(cfg SessionConfig, st Store, keys Keys, now func() time.Time) (
 		m.unwatch = shared.Watch(m.changedElsewhere, m.resetCache)
 	} else {
 		m.unwatch = peers.join(st, m)
+		m.peered = m.unwatch != nil
 	}
 	go m.forgetChanges()
 	return m, nil
@@ -304,11 +308,8 @@ func (p *peerSet) join(st Store, m *Sessions) func() {
 	}
 }
 
-// tell marks key in every other manager of st.
+// tell marks key in every other manager of st (which from joined).
 func (p *peerSet) tell(st Store, from *Sessions, key string, ended bool) {
-	if !reflect.ValueOf(st).Comparable() {
-		return
-	}
 	p.mu.Lock()
 	others := slices.Clone(p.m[st])
 	p.mu.Unlock()
@@ -344,7 +345,7 @@ func (m *Sessions) ended(key string) { m.mark(key, true) }
 // forgetChanges would drop it while the copy is still fresh).
 func (m *Sessions) mark(key string, ended bool) {
 	m.markHere(key, ended)
-	if m.shared == nil {
+	if m.peered {
 		peers.tell(m.store, m, key, ended)
 	}
 }

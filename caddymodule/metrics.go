@@ -3,8 +3,10 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -25,7 +27,7 @@ var stepupMetrics = struct {
 	decisions  *prometheus.CounterVec
 	challenges *prometheus.CounterVec
 	approvals  *prometheus.CounterVec
-	duration   prometheus.Histogram
+	duration   *durationHistogram
 	sessions   *sessionsCollector
 }{
 	decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -40,11 +42,9 @@ var stepupMetrics = struct {
 		Namespace: "caddy", Subsystem: "stepup", Name: "approvals_total",
 		Help: "Approval events by policy and decision (requested, approved, denied, refused, expired, used, break_glass).",
 	}, []string{"policy", "decision"}),
-	duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "caddy", Subsystem: "stepup", Name: "decision_duration_seconds",
-		Help:    "Time the stepup handler took to decide a request (policy evaluation, approvals included).",
-		Buckets: []float64{0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05},
-	}),
+	duration: newDurationHistogram(prometheus.NewDesc("caddy_stepup_decision_duration_seconds",
+		"Time the stepup handler took to decide a request (policy evaluation, approvals included).", nil, nil),
+		decisionBuckets),
 	sessions: &sessionsCollector{stores: map[*built]stepup.Store{}},
 }
 
@@ -76,6 +76,59 @@ func decisionMetrics() *web.DecisionMetrics {
 		ApprovalPending: d.WithLabelValues("approval_pending"), Denied: d.WithLabelValues("denied"),
 		Error: d.WithLabelValues("error"), Duration: stepupMetrics.duration,
 	}
+}
+
+// decisionBuckets are the upper bounds, in seconds, of the decision
+// duration histogram's buckets.
+var decisionBuckets = []float64{0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05}
+
+// durationHistogram is a Prometheus histogram of durations made for an
+// observation on every request: one comparison per bucket passed and two
+// atomic additions, on two cache lines. The client library's histogram
+// does four atomic operations per observation (one a compare-and-swap loop
+// on a float) over more memory and code, which on a busy server's cold
+// caches cost several times the counting itself. Collect reports the same
+// exposition as the library's histogram with these buckets; a scrape that
+// races observations may see the sum and the counts a few observations
+// apart, never a count that goes back.
+type durationHistogram struct {
+	desc   *prometheus.Desc
+	upper  []float64       // bucket upper bounds, in seconds
+	bounds []time.Duration // the same, as durations
+	counts []atomic.Uint64 // per bucket (not cumulative); the last is +Inf
+	nanos  atomic.Int64    // sum of the observations
+}
+
+func newDurationHistogram(desc *prometheus.Desc, upper []float64) *durationHistogram {
+	h := &durationHistogram{desc: desc, upper: upper, counts: make([]atomic.Uint64, len(upper)+1)}
+	for _, b := range upper {
+		h.bounds = append(h.bounds, time.Duration(math.Round(b*1e9)))
+	}
+	return h
+}
+
+// ObserveDuration counts one duration (a negative one as zero).
+func (h *durationHistogram) ObserveDuration(d time.Duration) {
+	d = max(d, 0)
+	i := 0
+	for i < len(h.bounds) && d > h.bounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.nanos.Add(int64(d))
+}
+
+func (h *durationHistogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+func (h *durationHistogram) Collect(ch chan<- prometheus.Metric) {
+	buckets := make(map[float64]uint64, len(h.upper))
+	var n uint64
+	for i, b := range h.upper {
+		n += h.counts[i].Load()
+		buckets[b] = n
+	}
+	n += h.counts[len(h.upper)].Load()
+	ch <- prometheus.MustNewConstHistogram(h.desc, n, float64(h.nanos.Load())/1e9, buckets)
 }
 
 // sessionsCollector reports caddy_stepup_sessions_active: the sessions in

@@ -147,6 +147,77 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
+// RequestCookies is what one pass over a request's Cookie lines found
+// (ScanCookies): the session cookie's value, read as Sessions.Load reads
+// it, and whether the module's own cookies and others are there, which is
+// all StripCookies needs to know in the common cases.
+type RequestCookies struct {
+	// Session is the value of the first session cookie ("" if none).
+	Session string
+	// Own and Foreign say whether the module's cookies (session, CSRF,
+	// page) and any other cookies are there.
+	Own, Foreign bool
+	scanned      bool
+}
+
+// ScanCookies reads the request's Cookie lines once, for both the session
+// lookup (SessionFromCookies) and the stripping (StripScanned).
+func (e *Engine) ScanCookies(r *http.Request) RequestCookies {
+	c := RequestCookies{scanned: true}
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return c
+	}
+	session, csrf := e.Sessions.CookieName(r), e.CSRF.name(r)
+	found := false
+	for _, l := range lines {
+		for rest := l; rest != ""; {
+			var part string
+			part, rest, _ = strings.Cut(rest, ";")
+			name, v, hasValue := strings.Cut(strings.TrimSpace(part), "=")
+			switch {
+			case name == session:
+				c.Own = true
+				if hasValue && !found {
+					c.Session, found = strings.Trim(v, `"`), true
+				}
+			case name == "" || name == csrf || name == e.PageCookie:
+				c.Own = true
+			default:
+				c.Foreign = true
+			}
+		}
+	}
+	return c
+}
+
+// SessionFromCookies is SessionCheckedAt for a request whose cookies were
+// scanned already (ScanCookies of this request, unchanged since).
+func (e *Engine) SessionFromCookies(w http.ResponseWriter, r *http.Request, now time.Time, c RequestCookies) (*Session, error) {
+	if !c.scanned {
+		return e.SessionCheckedAt(w, r, now)
+	}
+	s, err := e.Sessions.loadValue(r, e.Sessions.CookieName(r), c.Session, now)
+	if err != nil {
+		return nil, err
+	}
+	return e.session(w, r, s, now), nil
+}
+
+// StripScanned is StripCookies for a request whose cookies were scanned
+// already (ScanCookies of this request, unchanged since): only the module's
+// cookies, or none of them, is the common case and needs no second pass.
+func (e *Engine) StripScanned(r *http.Request, c RequestCookies) {
+	switch {
+	case c.scanned && !c.Own:
+		return
+	case c.scanned && !c.Foreign:
+		delete(r.Header, "Cookie") // the key is canonical: no canonicalisation per request
+		return
+	}
+	e.StripCookies(r)
+}
+
 // StripCookies removes the module's own cookies (session, CSRF) from a
 // request before it goes upstream: the session cookie is a bearer
 // credential the application behind has no use for and must not see.

@@ -262,18 +262,70 @@ func TestStripCookiesRemovesOnlyTheModulesCookies(t *testing.T) {
 		{"https names", true, []string{"__Host-stepup_session=s; __Host-stepup_csrf=c; stepup_session=app"}, []string{"stepup_session=app"}},
 		{"look-alike names stay", false, []string{"stepup_session2=x; xstepup_csrf=y; stepup_session=s"}, []string{"stepup_session2=x; xstepup_csrf=y"}},
 	} {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		if tc.tls {
-			r.TLS = &tls.ConnectionState{}
-		}
-		for _, l := range tc.lines {
-			r.Header.Add("Cookie", l)
-		}
-		e.StripCookies(r)
-		if got := r.Header["Cookie"]; !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("%s: Cookie %q, want %q", tc.name, got, tc.want)
+		// Both ways: StripCookies alone, and the gateway's one scan
+		// (ScanCookies) followed by StripScanned.
+		for _, scanned := range []bool{false, true} {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tc.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			for _, l := range tc.lines {
+				r.Header.Add("Cookie", l)
+			}
+			if scanned {
+				e.StripScanned(r, e.ScanCookies(r))
+			} else {
+				e.StripCookies(r)
+			}
+			if got := r.Header["Cookie"]; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("%s (scanned first: %v): Cookie %q, want %q", tc.name, scanned, got, tc.want)
+			}
 		}
 	}
+}
+
+// The gateway reads a request's cookies once (ScanCookies) for both the
+// session lookup and the stripping: what it finds must be what the session
+// lookup (cookieValue) and StripCookies find on their own, for any Cookie
+// lines, or a session cookie could be read one way and left upstream the
+// other.
+func FuzzScanCookiesAgreesWithTheSeparateReads(f *testing.F) {
+	for _, seed := range []string{
+		"", "a=1", "stepup_session=s", "stepup_session=s; stepup_csrf=c", "a=1;; stepup_csrf=c;b=2",
+		"stepup_session=\"q\"; a", "stepup_session; stepup_session=second", "stepup_session=; stepup_session=x",
+		" stepup_session = x ; __Host-stepup_session=y", "=; ;", "stepup_page=p; b=2", "stepup_session2=x; xstepup_csrf=y",
+	} {
+		f.Add(seed, "", false)
+		f.Add(seed, "z=9; stepup_session=late", true)
+	}
+	c := newClock()
+	e, _ := newTestEngine(f, c, PendingLimits{})
+	e.PageCookie = "stepup_page"
+	f.Fuzz(func(t *testing.T, line1, line2 string, tlsOn bool) {
+		build := func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tlsOn {
+				r.TLS = &tls.ConnectionState{}
+			}
+			for _, l := range []string{line1, line2} {
+				if l != "" {
+					r.Header.Add("Cookie", l)
+				}
+			}
+			return r
+		}
+		alone, scanned := build(), build()
+		want := cookieValue(alone, e.Sessions.CookieName(alone))
+		e.StripCookies(alone)
+		found := e.ScanCookies(scanned)
+		if found.Session != want {
+			t.Fatalf("session cookie %q, the session lookup reads %q", found.Session, want)
+		}
+		e.StripScanned(scanned, found)
+		if a, b := alone.Header["Cookie"], scanned.Header["Cookie"]; !reflect.DeepEqual(a, b) {
+			t.Fatalf("stripped after the scan %q, StripCookies leaves %q", b, a)
+		}
+	})
 }
 
 func TestAuditRecordsCarryTheRequestAndSession(t *testing.T) {

@@ -102,6 +102,9 @@ type Evaluation struct {
 	// HaveReadings says Readings were computed for this request already
 	// (by a caller that scanned its headers on the way in).
 	HaveReadings bool
+	// Cookies are the request's cookies as Engine.ScanCookies found them
+	// on the way in (zero: not scanned, as for a replayed request).
+	Cookies RequestCookies
 }
 
 // Stage is one step of the decision pipeline after the tier check (the

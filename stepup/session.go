@@ -438,7 +438,11 @@ func (m *Sessions) LoadChecked(r *http.Request) (*Session, error) {
 // clock read per request on the hot path).
 func (m *Sessions) LoadCheckedAt(r *http.Request, now time.Time) (*Session, error) {
 	name := m.CookieName(r)
-	value := cookieValue(r, name)
+	return m.loadValue(r, name, cookieValue(r, name), now)
+}
+
+// loadValue is LoadCheckedAt for the session cookie's value, read already.
+func (m *Sessions) loadValue(r *http.Request, name, value string, now time.Time) (*Session, error) {
 	if value == "" {
 		return nil, nil
 	}

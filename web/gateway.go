@@ -54,10 +54,10 @@ type Gateway struct {
 }
 
 // Counter and Observer are what the gateway needs of a Prometheus counter
-// and histogram.
+// and a histogram of durations.
 type (
 	Counter  interface{ Inc() }
-	Observer interface{ Observe(float64) }
+	Observer interface{ ObserveDuration(time.Duration) }
 )
 
 // DecisionMetrics are the counters of decisions by result, resolved once
@@ -85,7 +85,7 @@ func (m *DecisionMetrics) observe(c Counter, start time.Time) {
 		return
 	}
 	c.Inc()
-	m.Duration.Observe(time.Since(start).Seconds())
+	m.Duration.ObserveDuration(time.Since(start))
 }
 
 func (m *DecisionMetrics) denial(d *stepup.Decision) Counter {
@@ -118,9 +118,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next Next) e
 		return g.serveOwn(w, r, next)
 	}
 	now := e.Now()
-	s, err := e.SessionCheckedAt(w, r, now)
+	cookies := e.ScanCookies(r)
+	s, err := e.SessionFromCookies(w, r, now, cookies)
 	ev := evaluations.Get().(*stepup.Evaluation) // zero: reset before every Put
-	ev.Request, ev.Session, ev.Now = r, s, now
+	ev.Request, ev.Session, ev.Now, ev.Cookies = r, s, now, cookies
 	if len(g.Policy.Sets) > 0 {
 		ev.Readings, ev.HaveReadings = stepup.ReadingsOfScanned(r, overrides), true
 	}
@@ -200,7 +201,7 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ev *stepup.Eval
 	if g.SetVars != nil {
 		g.SetVars(r, v)
 	}
-	e.StripCookies(r)
+	e.StripScanned(r, ev.Cookies)
 	return next.ServeHTTP(w, r)
 }
 

@@ -1,17 +1,23 @@
 // Command perf measures whole requests the way issue 13 defines them: one
-// Caddy process (this repository's cmd/caddy) pinned to one core with
-// GOMAXPROCS=1, wrk pinned to the other (-t1 -c16), each case for a few
-// seconds, the cases interleaved, the median of three rounds, against
-// `respond "ok"` in the same Caddy. It prints req/s, p50 and p99 and the
-// ratio of each case to plain respond, and can write a CPU profile of the
-// protected case. `make perf` runs it; the README's figures come from its
-// output. Nothing here asserts a timing.
+// Caddy process (this repository's cmd/caddy) per store, pinned to one core
+// with GOMAXPROCS=1, wrk pinned to the other (-t1 -c16), each case for a
+// few seconds per round, the cases interleaved, three rounds, against
+// `respond "ok"` in the same Caddy. A VM's speed drifts over seconds (its
+// neighbours), by more than the differences measured here, so each case
+// runs in slices, each between two slices of plain respond in its own
+// process sent the same request (cookie or none), and a case's ratio is the
+// median of its slices' ratios to the mean of their two neighbours. A
+// control case, a second plain respond site, shows what noise is left. It
+// prints req/s, p50 and p99 and the ratios, and can write a CPU profile of
+// a case. `make perf` runs it; the README's figures come from its output.
+// Nothing here asserts a timing.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -32,10 +38,12 @@ import (
 func main() {
 	duration := flag.Duration("d", 4*time.Second, "duration of each wrk run")
 	rounds := flag.Int("rounds", 3, "interleaved rounds (the median is reported)")
+	pieces := flag.Int("slices", 4, "slices of each case's run, each between two slices of plain respond")
 	conns := flag.Int("c", 16, "wrk connections")
 	stores := flag.String("stores", "memory,local,redis", "comma-separated stores for the protected case (memory, local, redis: a redis-server started here)")
 	profile := flag.String("profile", "", "write a CPU profile of Caddy during an extra protected run to this file")
-	profileCase := flag.Int("profile-case", 3, "the case to profile: 0 plain respond, 1 public route, 2 public route signed in, 3 protected route (first store), …")
+	profileCase := flag.Int("profile-case", 4, "the case to profile: 0 plain respond, 1 the control, 2 public route, 3 public route signed in, 4 protected route (first store), …")
+	verbose := flag.Bool("v", false, "print every slice and its ratio to standard error")
 	bin := flag.String("caddy", "", "Caddy binary (default: build ./cmd/caddy)")
 	flag.Parse()
 	tools := []string{"wrk", "taskset"}
@@ -65,7 +73,16 @@ func main() {
 		caddyCPU, wrkCPU = "0", "0"
 	}
 
-	type kase struct{ name, url, header string }
+	// Each case belongs to one Caddy process (one per store) and is
+	// measured between two runs of plain respond in that same process: its
+	// ratio is to the mean of its two neighbours, so a drift of the machine
+	// over a round (other tenants of the VM, frequency) cancels out instead
+	// of landing on whichever case ran last.
+	type kase struct {
+		name, url, header string
+		proc              int
+	}
+	var plains []kase // plain respond of each process
 	var cases []kase
 	var procs []*exec.Cmd
 	defer func() {
@@ -76,7 +93,7 @@ func main() {
 	}()
 	admin := 0
 	for i, st := range strings.Split(*stores, ",") {
-		plain, guarded, adminPort := port(), port(), port()
+		plain, control, guarded, adminPort := port(), port(), port(), port()
 		storeCfg := st
 		if st == "redis" {
 			// A real Redis beside wrk: on a cache hit the protected case
@@ -92,7 +109,7 @@ func main() {
 			waitForTCP(addr)
 			storeCfg = "redis {\n\t\t\taddress " + addr + "\n\t\t}"
 		}
-		cfg := caddyfile(dir, st, storeCfg, plain, guarded, adminPort)
+		cfg := caddyfile(dir, st, storeCfg, plain, control, guarded, adminPort)
 		path := filepath.Join(dir, fmt.Sprintf("Caddyfile.%s", st))
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			fail(err)
@@ -108,42 +125,74 @@ func main() {
 		base := fmt.Sprintf("http://127.0.0.1:%d", guarded)
 		waitFor(base + "/")
 		cookie := signIn(base)
+		// Plain respond gets the same cookie: the request is the same size.
+		plains = append(plains, kase{"plain respond", fmt.Sprintf("http://127.0.0.1:%d/reports/q1", plain), "Cookie: " + cookie, i})
 		if i == 0 {
 			admin = adminPort
 			cases = append(cases,
-				kase{"plain respond", fmt.Sprintf("http://127.0.0.1:%d/reports/q1", plain), "Cookie: " + cookie},
-				kase{"stepup, public route (no set matched)", base + "/index.html", ""},
-				kase{"stepup, public route, signed in", base + "/index.html", "Cookie: " + cookie},
+				// Another plain respond site: its ratio shows the harness's
+				// own noise, against which the others are read.
+				kase{"plain respond, another site (control)", fmt.Sprintf("http://127.0.0.1:%d/reports/q1", control), "Cookie: " + cookie, i},
+				kase{"stepup, public route (no set matched)", base + "/index.html", "", i},
+				kase{"stepup, public route, signed in", base + "/index.html", "Cookie: " + cookie, i},
 			)
 		}
-		cases = append(cases, kase{"stepup, protected route, tier held (" + st + ")", base + "/reports/q1", "Cookie: " + cookie})
+		cases = append(cases, kase{"stepup, protected route, tier held (" + st + ")", base + "/reports/q1", "Cookie: " + cookie, i})
 	}
-
-	type result struct{ rps, p50, p99 []float64 }
-	results := make([]result, len(cases))
-	for _, c := range cases {
+	for _, c := range append(slices.Clone(plains), cases...) {
 		check(c.url, c.header)
 	}
+
+	// A round measures each case in slices alternating with plain respond
+	// of the same process: P C P C … C P. The machine's speed drifts over
+	// seconds (a VM's neighbours), so each slice of a case is compared with
+	// the plain slices just before and after it; the ratio reported is the
+	// median of those paired ratios over every round.
+	slice := *duration / time.Duration(*pieces)
+	type result struct{ rps, p50, p99, ratio []float64 }
+	results := make([]result, len(cases))
+	var plain result
+	var drift []float64
 	for r := 0; r < *rounds; r++ {
 		for i, c := range cases {
-			rps, p50, p99 := runWrk(wrkCPU, *conns, *duration, c.url, c.header)
-			results[i].rps = append(results[i].rps, rps)
-			results[i].p50 = append(results[i].p50, p50)
-			results[i].p99 = append(results[i].p99, p99)
+			pl := plains[c.proc]
+			// The plain slices send the case's own request (with or without
+			// the cookie): only the handler differs.
+			before, bp50, bp99 := runWrk(wrkCPU, *conns, slice, pl.url, c.header)
+			if c.proc == 0 && c.header != "" {
+				plain.rps, plain.p50, plain.p99 = append(plain.rps, before), append(plain.p50, bp50), append(plain.p99, bp99)
+			}
+			for k := 0; k < *pieces; k++ {
+				rps, p50, p99 := runWrk(wrkCPU, *conns, slice, c.url, c.header)
+				after, _, _ := runWrk(wrkCPU, *conns, slice, pl.url, c.header)
+				drift = append(drift, math.Abs(after/before-1))
+				results[i].rps = append(results[i].rps, rps)
+				results[i].p50 = append(results[i].p50, p50)
+				results[i].p99 = append(results[i].p99, p99)
+				results[i].ratio = append(results[i].ratio, rps/((before+after)/2))
+				if *verbose {
+					fmt.Fprintf(os.Stderr, "%s: %.0f between %.0f and %.0f: %.3f\n", c.name, rps, before, after, rps/((before+after)/2))
+				}
+				before = after
+			}
 		}
 	}
-	fmt.Printf("Caddy pinned to CPU %s with GOMAXPROCS=1; wrk -t1 -c%d -d%s pinned to CPU %s; %d interleaved rounds, medians; %s, %d CPUs\n",
-		caddyCPU, *conns, *duration, wrkCPU, *rounds, runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU())
+	fmt.Printf("Caddy pinned to CPU %s with GOMAXPROCS=1; wrk -t1 -c%d pinned to CPU %s; %s per case and round in %d slices alternating with plain respond; %d interleaved rounds, medians; %s, %d CPUs\n",
+		caddyCPU, *conns, wrkCPU, *duration, *pieces, *rounds, runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU())
 	fmt.Printf("| case | req/s | p50 | p99 | ratio to plain respond |\n| --- | --- | --- | --- | --- |\n")
+	fmt.Printf("| plain respond | %.0f | %.0f µs | %.0f µs | 1.000 |\n", median(plain.rps), median(plain.p50), median(plain.p99))
 	for i, c := range cases {
-		ratios := make([]float64, len(results[i].rps))
-		for r := range ratios {
-			ratios[r] = results[i].rps[r] / results[0].rps[r]
-		}
-		fmt.Printf("| %s | %.0f | %.0f µs | %.0f µs | %.3f |\n", c.name, median(results[i].rps), median(results[i].p50), median(results[i].p99), median(ratios))
+		fmt.Printf("| %s | %.0f | %.0f µs | %.0f µs | %.3f |\n", c.name, median(results[i].rps), median(results[i].p50), median(results[i].p99), median(results[i].ratio))
+	}
+	// How far two slices of the same plain respond, one slice of a case
+	// apart, differed: the machine's drift, which the pairing cancels. The
+	// control case (another plain respond site) shows what is left of it.
+	if len(drift) > 0 {
+		fmt.Printf("drift: consecutive plain respond slices differed by %.1f %% (median), %.1f %% (largest)\n",
+			100*median(drift), 100*slices.Max(drift))
 	}
 	if *profile != "" {
-		protected := cases[*profileCase]
+		protected := append([]kase{plains[0]}, cases...)[*profileCase]
 		done := make(chan error, 1)
 		go func() {
 			secs := int(duration.Seconds())
@@ -171,7 +220,7 @@ func main() {
 	}
 }
 
-func caddyfile(dir, name, store string, plain, guarded, admin int) string {
+func caddyfile(dir, name, store string, plain, control, guarded, admin int) string {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("bench-pw"), bcrypt.MinCost)
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%[5]d
@@ -200,6 +249,9 @@ func caddyfile(dir, name, store string, plain, guarded, admin int) string {
 http://:%[3]d {
 	respond "ok"
 }
+http://:%[8]d {
+	respond "ok"
+}
 http://:%[4]d {
 	stepup {
 		transaction reports {
@@ -211,7 +263,7 @@ http://:%[4]d {
 	}
 	respond "ok"
 }
-`, dir, hash, plain, guarded, admin, store, name)
+`, dir, hash, plain, guarded, admin, store, name, control)
 }
 
 var (

@@ -492,11 +492,10 @@ func (a *AdminAPI) enrolmentLink(w http.ResponseWriter, r *http.Request, rt *run
 	}
 	base := ""
 	if req.BaseURL != "" {
-		u, err := url.Parse(req.BaseURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return apiError(http.StatusBadRequest, "base_url: want a scheme and host such as https://app.example.com, not %q", req.BaseURL)
+		var err error
+		if base, err = parseBaseURL(req.BaseURL); err != nil {
+			return apiError(http.StatusBadRequest, "base_url: %v", err)
 		}
-		base = u.Scheme + "://" + u.Host
 	}
 	var ref *engineRef
 	for _, e := range rt.engines {
@@ -833,3 +832,14 @@ func explainSession(r *http.Request, site *siteRef, req *ExplainRequest, now tim
 var (
 	_ caddy.AdminRouter = (*AdminAPI)(nil)
 )
+
+// parseBaseURL reads the scheme and host of links the module hands out
+// ("https://app.example.com"), refusing anything else a URL may carry.
+func parseBaseURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("want a scheme and host such as https://app.example.com, not %q", s)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}

@@ -62,6 +62,13 @@ type ApprovalConfig struct {
 	// session) or a duration (every request of the set by that user
 	// until it ends).
 	Grant string `json:"grant,omitempty"`
+	// LinkBase is the scheme and host of the links to approval pages that
+	// notifications carry, e.g. "https://app.example.com". Without it a
+	// link is built from the request's Host, which on a site that answers
+	// any host (a catch-all or wildcard address) the requester chooses:
+	// there, set it, or a requester can send approvers a link to a host of
+	// their own that asks for their credentials.
+	LinkBase string `json:"link_base,omitempty"`
 	// BreakGlass, when given, lets a requester approve their own action
 	// with a mandatory reason (flagged in the audit, every notifier told).
 	BreakGlass *BreakGlassConfig `json:"break_glass,omitempty"`
@@ -151,7 +158,7 @@ func unmarshalApproval(d *caddyfile.Dispenser) (ApprovalConfig, error) {
 				return errf("hours: %v", err)
 			}
 			a.Hours = append(a.Hours, strings.Join(args, " "))
-		case "rate", "max_risk", "approver_tier", "auto_approve_max_risk", "justification", "grant":
+		case "rate", "max_risk", "approver_tier", "auto_approve_max_risk", "justification", "grant", "link_base":
 			var v string
 			if err := syntax.String(d, &v); err != nil {
 				return err
@@ -180,6 +187,8 @@ func unmarshalApproval(d *caddyfile.Dispenser) (ApprovalConfig, error) {
 					return errf("%v", err)
 				}
 				a.Grant = v
+			case "link_base":
+				a.LinkBase = v
 			}
 		case "require":
 			return syntax.Int(d, &a.Require)
@@ -313,6 +322,11 @@ func (a *ApprovalConfig) policy(hasTier func(string) bool) (*approval.Policy, er
 	var err error
 	if p.Grant, err = parseGrant(a.Grant); err != nil {
 		return nil, err
+	}
+	if a.LinkBase != "" {
+		if p.LinkBase, err = parseBaseURL(a.LinkBase); err != nil {
+			return nil, fmt.Errorf("link_base: %v", err)
+		}
 	}
 	if a.BreakGlass != nil {
 		p.BreakGlass = &approval.BreakGlass{Cooldown: time.Duration(a.BreakGlass.Cooldown)}

@@ -80,6 +80,9 @@ type server struct {
 	clock *fakeClock
 	dir   string
 	audit string
+	// sites are the site block's addresses ({PORT} replaced); default:
+	// http://127.0.0.1:{PORT}, http://localhost:{PORT}.
+	sites string
 }
 
 // startCaddy loads a Caddyfile whose site block is site; {PORT} and {DIR}
@@ -87,7 +90,14 @@ type server struct {
 // an audit log file) are prepended to the given global stepup block.
 func startCaddy(t *testing.T, global, site string) *server {
 	t.Helper()
-	s := &server{t: t, port: freePort(t), dir: t.TempDir()}
+	return startCaddyAt(t, "", global, site)
+}
+
+// startCaddyAt is startCaddy with the site block at other addresses ("":
+// the default ones).
+func startCaddyAt(t *testing.T, sites, global, site string) *server {
+	t.Helper()
+	s := &server{t: t, port: freePort(t), dir: t.TempDir(), sites: sites}
 	s.base = fmt.Sprintf("http://127.0.0.1:%d", s.port)
 	s.audit = filepath.Join(s.dir, "audit.log")
 	s.clock = &fakeClock{t: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
@@ -108,6 +118,10 @@ func startCaddy(t *testing.T, global, site string) *server {
 
 func (s *server) caddyfile(global, site string) string {
 	r := strings.NewReplacer("{PORT}", fmt.Sprint(s.port), "{DIR}", s.dir)
+	sites := s.sites
+	if sites == "" {
+		sites = "http://127.0.0.1:{PORT}, http://localhost:{PORT}"
+	}
 	return r.Replace(`{
 	admin off
 	default_bind 127.0.0.1
@@ -120,7 +134,7 @@ func (s *server) caddyfile(global, site string) string {
 	}
 ` + global + `
 }
-http://127.0.0.1:{PORT}, http://localhost:{PORT} {
+` + sites + ` {
 ` + site + `
 }
 `)
@@ -227,6 +241,15 @@ func (b *browser) do(method, path string, form url.Values, headers ...string) re
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "Host" {
+			// Go sends req.Host, never a Host header, and its client then
+			// leaves the jar's cookies out: they go in by hand.
+			req.Host = headers[i+1]
+			for _, c := range b.client.Jar.Cookies(req.URL) {
+				req.AddCookie(c)
+			}
+			continue
+		}
 		if headers[i+1] == "" {
 			req.Header.Del(headers[i])
 		} else {

@@ -49,6 +49,9 @@ type Policy struct {
 	Grant time.Duration
 	// BreakGlass, when set, lets a requester approve their own action.
 	BreakGlass *BreakGlass
+	// LinkBase is the scheme and host of the approval pages' links in
+	// notifications ("": the request's own).
+	LinkBase string
 	// Radius, when set, asks a RADIUS server to approve.
 	Radius *Radius
 	// Notifiers are told of every event (signed webhooks).

@@ -210,7 +210,11 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		ContentType: r.Header.Get("Content-Type"), Body: body, Digest: digest, ClientIP: clientIP, ReadAs: ev.Readings.Methods,
 		Browser: !stepup.IsAPI(r), Conditions: results, Created: now, Expires: now.Add(p.Expire), Status: StatusPending,
 	}
-	q.Link = e.Scheme(r) + "://" + r.Host + e.Prefix + "/approvals/" + q.ID
+	base := p.LinkBase
+	if base == "" {
+		base = e.Scheme(r) + "://" + r.Host
+	}
+	q.Link = base + e.Prefix + "/approvals/" + q.ID
 	if err := s.save(ctx, q); err != nil {
 		return "", nil, err
 	}

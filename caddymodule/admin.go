@@ -267,18 +267,29 @@ func (a *AdminAPI) revokeUser(w http.ResponseWriter, r *http.Request, rt *runnin
 	if user == "" {
 		return apiError(http.StatusBadRequest, "give ?user=NAME to end every session of a user, or DELETE /stepup/sessions/HANDLE for one")
 	}
+	out, err := endUserSessions(r, rt, user, "")
+	if err != nil {
+		return err
+	}
+	return writeAdminJSON(w, http.StatusOK, map[string]any{"revoked": out})
+}
+
+// endUserSessions ends every session of user, in every running engine; an
+// error is the admin API's answer, its message after what (if any) was
+// done already.
+func endUserSessions(r *http.Request, rt *runningState, user, done string) ([]stepup.SessionInfo, error) {
 	out := []stepup.SessionInfo{}
 	for _, ref := range rt.engines {
 		list, err := ref.built.engine.RevokeUser(r.Context(), user, adminName(r))
+		out = append(out, list...)
 		if errors.Is(err, stepup.ErrStoreUnavailable) {
-			return apiError(http.StatusServiceUnavailable, "not every session of %s was ended (%d were): %v", user, len(list), err)
+			return out, apiError(http.StatusServiceUnavailable, "%snot every session of %s was ended (%d were): %v", done, user, len(out), err)
 		}
 		if err != nil {
-			return apiError(http.StatusInternalServerError, "revoking sessions: %v", err)
+			return out, apiError(http.StatusInternalServerError, "%srevoking sessions: %v", done, err)
 		}
-		out = append(out, list...)
 	}
-	return writeAdminJSON(w, http.StatusOK, map[string]any{"revoked": out})
+	return out, nil
 }
 
 // Approvals.
@@ -556,7 +567,22 @@ func (a *AdminAPI) userCredentials(w http.ResponseWriter, r *http.Request, rt *r
 	return writeAdminJSON(w, http.StatusOK, out)
 }
 
+// resetAnswer is the answer to a credential reset: what was removed and,
+// with ?end_sessions=true, the user's sessions that were ended.
+type resetAnswer struct {
+	*stepup.ResetResult
+	EndedSessions []stepup.SessionInfo `json:"ended_sessions,omitempty"`
+}
+
 func (a *AdminAPI) resetCredentials(w http.ResponseWriter, r *http.Request, rt *runningState, user, tier string) error {
+	var endSessions bool
+	switch v := r.URL.Query().Get("end_sessions"); v {
+	case "", "false", "0":
+	case "true", "1":
+		endSessions = true
+	default:
+		return apiError(http.StatusBadRequest, "end_sessions: want true or false, not %q", v)
+	}
 	for _, ref := range rt.engines {
 		e := ref.built.engine
 		if !e.Hierarchy.Has(tier) {
@@ -569,7 +595,15 @@ func (a *AdminAPI) resetCredentials(w http.ResponseWriter, r *http.Request, rt *
 		if err != nil {
 			return apiError(http.StatusInternalServerError, "resetting: %v", err)
 		}
-		return writeAdminJSON(w, http.StatusOK, res)
+		ans := resetAnswer{ResetResult: res}
+		if endSessions {
+			// A lost or stolen device: what a session reached with it
+			// must not outlive the credential.
+			if ans.EndedSessions, err = endUserSessions(r, rt, user, "the credentials were reset, but "); err != nil {
+				return err
+			}
+		}
+		return writeAdminJSON(w, http.StatusOK, ans)
 	}
 	return apiError(http.StatusNotFound, "no tier %q", tier)
 }

@@ -42,7 +42,7 @@ configuration given with --config and --adapter, else localhost:2019, as
   caddy stepup approve|deny ID --as APPROVER [--comment TEXT]
   caddy stepup enroll-link USER TIER [--method M] [--expires 24h] [--base-url URL]
   caddy stepup credentials USER
-  caddy stepup reset-credentials USER TIER
+  caddy stepup reset-credentials USER TIER [--end-sessions]
   caddy stepup explain METHOD URI [--user U] [--tiers a,b] [--host H]
                                   [--client-ip IP] [--session HANDLE]
                                   [--header 'Name: value']...
@@ -412,16 +412,21 @@ func stepupCommands() []*cobra.Command {
 
 	reset := &cobra.Command{
 		Use:   "reset-credentials USER TIER",
-		Short: "Removes USER's credentials for TIER's methods (a lost phone or key)",
+		Short: "Removes USER's credentials for TIER's methods (a lost phone or key), and with --end-sessions ends USER's sessions",
 		Args:  cobra.ExactArgs(2),
 		RunE: run(func(cc *cliContext, c *cobra.Command, args []string) error {
 			var ans struct {
-				Tier        string         `json:"tier"`
-				Removed     map[string]int `json:"removed"`
-				Provisioned []string       `json:"provisioned"`
-				AlsoAffects []string       `json:"also_affects"`
+				Tier          string            `json:"tier"`
+				Removed       map[string]int    `json:"removed"`
+				Provisioned   []string          `json:"provisioned"`
+				AlsoAffects   []string          `json:"also_affects"`
+				EndedSessions []json.RawMessage `json:"ended_sessions"`
 			}
-			raw, err := cc.call(http.MethodDelete, "/stepup/users/"+url.PathEscape(args[0])+"/credentials/"+url.PathEscape(args[1]), nil, &ans)
+			path := "/stepup/users/" + url.PathEscape(args[0]) + "/credentials/" + url.PathEscape(args[1])
+			if end, _ := c.Flags().GetBool("end-sessions"); end {
+				path += "?end_sessions=true"
+			}
+			raw, err := cc.call(http.MethodDelete, path, nil, &ans)
 			if err != nil {
 				return err
 			}
@@ -435,9 +440,13 @@ func stepupCommands() []*cobra.Command {
 				if len(ans.AlsoAffects) > 0 {
 					fmt.Fprintf(tw, "Also affects:\t%s (same method)\n", strings.Join(ans.AlsoAffects, ", "))
 				}
+				if ans.EndedSessions != nil {
+					fmt.Fprintf(tw, "Sessions ended:\t%d\n", len(ans.EndedSessions))
+				}
 			})
 		}),
 	}
+	reset.Flags().Bool("end-sessions", false, "also end every session of the user (a stolen device)")
 
 	explain := &cobra.Command{
 		Use:   "explain METHOD URI [--user U] [--tiers a,b] [--host H] [--client-ip IP] [--session HANDLE] [--header 'Name: value']",

@@ -281,7 +281,7 @@ func runCLI(t *testing.T, o *opsServer, args ...string) (string, error) {
 func TestCLIAgainstTheAdminAPI(t *testing.T) {
 	o := startOps(t, opsGlobal(t), opsSite)
 	bob := signedIn(o.server, "bob")
-	signedIn(o.server, "alice")
+	alice := signedIn(o.server, "alice")
 	id := approvalID(t, bob.post("/pay", url.Values{"amount": {"7"}}))
 
 	out, err := runCLI(t, o, "sessions")
@@ -312,6 +312,12 @@ func TestCLIAgainstTheAdminAPI(t *testing.T) {
 	}
 	if out, err = runCLI(t, o, "credentials", "bob"); err != nil || !regexp.MustCompile(`(?m)^code8\s+totp\s+no\s+no\s+-$`).MatchString(out) {
 		t.Fatalf("credentials: %v\n%s", err, out)
+	}
+	if out, err = runCLI(t, o, "reset-credentials", "alice", "otp", "--end-sessions"); err != nil || !regexp.MustCompile(`(?m)^Sessions ended:\s+1$`).MatchString(out) {
+		t.Fatalf("reset-credentials --end-sessions: %v\n%s", err, out)
+	}
+	if r := alice.get("/reports/q"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("alice still passes after reset-credentials --end-sessions: %d", r.StatusCode)
 	}
 	if out, err = runCLI(t, o, "revoke", "--user", "bob"); err != nil || !strings.Contains(out, "Ended 1 session(s).") {
 		t.Fatalf("revoke: %v\n%s", err, out)

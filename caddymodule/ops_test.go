@@ -558,11 +558,30 @@ func TestAdminAPICredentialsListedAndReset(t *testing.T) {
 		t.Error("the reset is not audited")
 	}
 	// Signing in again, bob is sent to his administrator: otp is not
-	// `enroll self`. (A session that holds otp keeps it until it lapses:
-	// revoke the user's sessions too when a device was stolen.)
+	// `enroll self`. A session that holds otp keeps it until it lapses,
+	// unless the reset ends the user's sessions too (below).
 	again := signedIn(o.server, "bob")
 	if r := again.follow(again.post("/admin/x", url.Values{"a": {"1"}})); !strings.Contains(r.body, "administrator") {
 		t.Fatalf("after the reset, the otp step: %d %s", r.StatusCode, r.body)
+	}
+	if r := bob.get("/reports/q"); r.StatusCode != http.StatusOK {
+		t.Fatalf("a plain reset ended bob's session: %d", r.StatusCode)
+	}
+	// A stolen device: the reset with ?end_sessions=true also ends every
+	// session of the user, the one that reached otp with it included.
+	o.apiError("DELETE", "/stepup/users/bob/credentials/otp?end_sessions=maybe", nil, 400, "end_sessions")
+	var ended struct {
+		Removed       map[string]int   `json:"removed"`
+		EndedSessions []map[string]any `json:"ended_sessions"`
+	}
+	o.apiJSON("DELETE", "/stepup/users/bob/credentials/otp?end_sessions=true", nil, 200, &ended)
+	if len(ended.EndedSessions) != 2 || ended.Removed == nil {
+		t.Fatalf("reset with end_sessions: %+v", ended)
+	}
+	for _, b := range []*browser{bob, again} {
+		if r := b.get("/reports/q"); r.StatusCode == http.StatusOK || !strings.Contains(r.Header.Get("Location"), "tier=login") {
+			t.Fatalf("after the reset that ends sessions, bob's session still passes: %d %s", r.StatusCode, r.Header.Get("Location"))
+		}
 	}
 
 	// alice's secret is in the configuration: listed as provisioned, kept.

@@ -748,3 +748,27 @@ func TestExplainHonoursConditionsBeforeADurationGrant(t *testing.T) {
 		t.Fatalf("outside the hours, explain says %+v %v", x, err)
 	}
 }
+
+// A refusal's page speaks the user's language, as the rest of the pages
+// do, while API clients keep the English detail they parse.
+func TestApprovalRefusalsSpeakTheUsersLanguage(t *testing.T) {
+	s := startCaddy(t, approvalGlobal(t), approvalSite)
+	// The clock starts on a Sunday: alice, who has the role, is outside
+	// the policy's hours.
+	for _, tc := range []struct {
+		user, accept, want string
+	}{
+		{"bob", "de-DE,de;q=0.9", "Diese Aktion ist jetzt nicht erlaubt: Sie erfordert eine der Rollen admin."},
+		{"bob", "en-GB", "This action is not allowed now: it requires one of the roles admin."},
+		{"alice", "de", "Sie ist nur zu diesen Zeiten erlaubt: Mon-Fri 08:00-18:00 Europe/Berlin."},
+	} {
+		r := signedIn(s, tc.user).get("/change", "Accept-Language", tc.accept)
+		if r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, tc.want) {
+			t.Errorf("%s, %s: %d, want %q in\n%s", tc.user, tc.accept, r.StatusCode, tc.want, r.body)
+		}
+	}
+	status, _, m, _ := signedIn(s, "bob").api().send("GET", "/change", "")
+	if status != http.StatusForbidden || m["detail"] != "This action is not allowed now: requires one of the roles admin." {
+		t.Errorf("API refusal: %d %v", status, m)
+	}
+}

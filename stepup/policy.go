@@ -77,6 +77,12 @@ type Denial struct {
 	Reason string // machine-readable
 	Detail string // safe to show
 	Status int
+	// Message is Detail's message ID in the pages' catalogues (web/locales)
+	// and Args its template arguments as name, value pairs: a page says it
+	// in the user's language, while Detail stays the English words for API
+	// clients. "" when there is none.
+	Message string
+	Args    []any
 	// Approval is the id of the approval the request waits for (an
 	// approval stage's answer: 202 for API clients, the approval page for
 	// browsers).

@@ -83,13 +83,13 @@ func (g *Gateway) approvalAnswer(w http.ResponseWriter, r *http.Request, d *step
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": "approval_condition_failed", "condition": d.Condition, "detail": d.Detail})
 			return nil
 		}
-		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.not_allowed_now.title"), text{Raw: d.Detail}, "", text{})
+		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.not_allowed_now.title"), denialText(d), "", text{})
 	case d.Reason == "approval_denied":
 		if stepup.IsAPI(r) {
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": "approval_denied", "id": d.Approval, "detail": d.Detail})
 			return nil
 		}
-		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.denied.title"), text{Raw: d.Detail}, e.Prefix+"/approvals/"+d.Approval, tx("msg.denied.link"))
+		return g.renderMessage(w, r, http.StatusForbidden, tx("msg.denied.title"), denialText(d), e.Prefix+"/approvals/"+d.Approval, tx("msg.denied.link"))
 	}
 	return errNotApproval
 }

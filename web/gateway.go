@@ -240,7 +240,7 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, ev *stepup.Evalua
 			writeJSON(w, status, map[string]any{"error": "access_denied", "reason": d.Denial.Reason, "detail": d.Denial.Detail})
 			return nil
 		}
-		return g.renderMessage(w, r, status, tx("msg.not_allowed.title"), text{Raw: d.Denial.Detail}, "", text{})
+		return g.renderMessage(w, r, status, tx("msg.not_allowed.title"), denialText(d.Denial), "", text{})
 	}
 	m := d.Missing
 	e.Log(r, ev.Session, stepup.Record{Event: stepup.EventDenied, Set: m.Set, Tier: m.Tier, Result: "step_up_required", Reason: "tier_missing"})

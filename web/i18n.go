@@ -11,6 +11,8 @@ import (
 
 	"github.com/nicksnyder/go-i18n/v2/i18n"
 	"golang.org/x/text/language"
+
+	"github.com/caddy-stepup/caddy-stepup/stepup"
 )
 
 // The pages speak the language the browser asks for (Accept-Language),
@@ -102,6 +104,9 @@ func (l *lang) localize(id string, args []any) (string, error) {
 		for i := 0; i+1 < len(args); i += 2 {
 			k, _ := args[i].(string)
 			data[k] = args[i+1]
+			if d, ok := args[i+1].(time.Duration); ok {
+				data[k] = l.Duration(d) // in words, in this language
+			}
 			if k == "Count" {
 				cfg.PluralCount = args[i+1]
 			}
@@ -140,6 +145,15 @@ type text struct {
 }
 
 func tx(id string, args ...any) text { return text{ID: id, Args: args} }
+
+// denialText is what a page says of a refusal: its message in the user's
+// language when it has one (stepup.Denial.Message), else its detail.
+func denialText(d *stepup.Denial) text {
+	if d.Message != "" {
+		return text{ID: d.Message, Args: d.Args}
+	}
+	return text{Raw: d.Detail}
+}
 
 // Duration says a duration in words: "8 hours", "4 minutes", "45 seconds"
 // (rounded to the unit; "2 hours 30 minutes" below ten hours, so that a

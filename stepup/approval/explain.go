@@ -82,8 +82,8 @@ func (s *Service) Explain(ctx context.Context, set *stepup.TransactionSet, user 
 		} else if !errors.Is(err, stepup.ErrNotFound) {
 			return nil, err
 		}
-		x.Conditions = append(x.Conditions, ConditionResult{CondRate, used+1 <= int64(p.Rate.N),
-			fmt.Sprintf("at most %d such actions per %s (%d used in the current window)", p.Rate.N, p.Rate.Per, used)})
+		x.Conditions = append(x.Conditions, ConditionResult{Name: CondRate, OK: used+1 <= int64(p.Rate.N),
+			Detail: fmt.Sprintf("at most %d such actions per %s (%d used in the current window)", p.Rate.N, p.Rate.Per, used)})
 	}
 	x.ConditionsOK = true
 	var failed []string

@@ -289,6 +289,10 @@ type ConditionResult struct {
 	OK   bool   `json:"ok"`
 	// Detail says why, in words safe to show the requester.
 	Detail string `json:"detail"`
+	// Message and Args say the refusal in the pages' catalogues (see
+	// stepup.Denial).
+	Message string `json:"-"`
+	Args    []any  `json:"-"`
 }
 
 // Summary formats condition results for an audit record: roles=ok,hours=fail.
@@ -319,7 +323,8 @@ func (p *Policy) staticConditions(roles []string, clientIP string, now time.Time
 				ok = ok || want == have
 			}
 		}
-		out = append(out, ConditionResult{CondRoles, ok, "requires one of the roles " + strings.Join(p.Roles, ", ")})
+		out = append(out, ConditionResult{CondRoles, ok, "requires one of the roles " + strings.Join(p.Roles, ", "),
+			"denial.condition.roles", []any{"Roles", strings.Join(p.Roles, ", ")}})
 	}
 	if len(p.Networks) > 0 {
 		ok := false
@@ -329,7 +334,7 @@ func (p *Policy) staticConditions(roles []string, clientIP string, now time.Time
 				ok = ok || n.Contains(ip)
 			}
 		}
-		out = append(out, ConditionResult{CondNetworks, ok, "allowed only from the organisation's networks"})
+		out = append(out, ConditionResult{CondNetworks, ok, "allowed only from the organisation's networks", "denial.condition.networks", nil})
 	}
 	if len(p.Hours) > 0 {
 		ok := false
@@ -338,10 +343,12 @@ func (p *Policy) staticConditions(roles []string, clientIP string, now time.Time
 			ok = ok || w.Open(now)
 			texts[i] = w.Text
 		}
-		out = append(out, ConditionResult{CondHours, ok, "allowed only " + strings.Join(texts, "; ")})
+		out = append(out, ConditionResult{CondHours, ok, "allowed only " + strings.Join(texts, "; "),
+			"denial.condition.hours", []any{"Hours", strings.Join(texts, "; ")}})
 	}
 	if p.MaxRisk != "" {
-		out = append(out, ConditionResult{CondMaxRisk, riskRank(risk) <= riskRank(p.MaxRisk), "this action's risk is above what the policy allows"})
+		out = append(out, ConditionResult{CondMaxRisk, riskRank(risk) <= riskRank(p.MaxRisk), "this action's risk is above what the policy allows",
+			"denial.condition.max_risk", nil})
 	}
 	return out
 }

@@ -48,12 +48,12 @@ func (st *Stage) Evaluate(ev *stepup.Evaluation) error {
 	if s == nil || s.User == "" {
 		// Approval needs to know who asks; a set that names a policy but
 		// requires no identifying tier is refused.
-		ev.Decision.Denial = &stepup.Denial{Set: sets[bits.TrailingZeros64(matched)].Name, Reason: "approval_requires_identity", Detail: "Sign in first: this action needs an approval.", Status: http.StatusForbidden}
+		ev.Decision.Denial = &stepup.Denial{Set: sets[bits.TrailingZeros64(matched)].Name, Reason: "approval_requires_identity", Detail: "Sign in first: this action needs an approval.", Status: http.StatusForbidden, Message: "denial.sign_in_first"}
 		return nil
 	}
 	body, err := readBody(r, st.svc.Engine.Pending.MaxBody)
 	if errors.Is(err, errTooLarge) {
-		ev.Decision.Denial = &stepup.Denial{Set: sets[bits.TrailingZeros64(matched)].Name, Reason: "approval_body_too_large", Detail: "The data you sent is too large to hold for an approval.", Status: http.StatusRequestEntityTooLarge}
+		ev.Decision.Denial = &stepup.Denial{Set: sets[bits.TrailingZeros64(matched)].Name, Reason: "approval_body_too_large", Detail: "The data you sent is too large to hold for an approval.", Status: http.StatusRequestEntityTooLarge, Message: "denial.body_too_large"}
 		return nil
 	}
 	if err != nil {
@@ -177,7 +177,7 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		// they never meant (approvers would see it as theirs), nor spend
 		// the user's rate.
 		e.Log(r, sess, stepup.Record{Event: stepup.EventDenied, Set: set.Name, Result: "refused", Reason: "cross_site_request_not_kept", Policy: p.Name})
-		return "", &stepup.Denial{Set: set.Name, Reason: "cross_site", Detail: "This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", Status: http.StatusForbidden}, nil
+		return "", &stepup.Denial{Set: set.Name, Reason: "cross_site", Detail: "This action came from another website, so it was not carried out. If you meant to do it, open the site yourself and start it again there.", Status: http.StatusForbidden, Message: "denial.cross_site"}, nil
 	}
 	if p.Rate != nil {
 		n, err := store.Incr(ctx, keyRate+p.Name+":"+sess.User, p.Rate.Per)
@@ -185,7 +185,8 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 			return "", nil, err
 		}
 		ok := n <= int64(p.Rate.N)
-		results = append(results, ConditionResult{CondRate, ok, fmt.Sprintf("at most %d such actions per %s", p.Rate.N, p.Rate.Per)})
+		results = append(results, ConditionResult{CondRate, ok, fmt.Sprintf("at most %d such actions per %s", p.Rate.N, p.Rate.Per),
+			"denial.condition.rate", []any{"N", p.Rate.N, "Per", p.Rate.Per}})
 		if !ok {
 			return "", s.refused(ev, set, p, results, CondRate), nil
 		}
@@ -196,13 +197,13 @@ func (s *Service) check(ev *stepup.Evaluation, set *stepup.TransactionSet, diges
 		return "", nil, nil
 	}
 	if !e.KeepLimiter.Spend(ctx, clientIP) {
-		return "", &stepup.Denial{Set: set.Name, Reason: "too_many_requests", Detail: "Too many requests are waiting. Try again later.", Status: http.StatusTooManyRequests}, nil
+		return "", &stepup.Denial{Set: set.Name, Reason: "too_many_requests", Detail: "Too many requests are waiting. Try again later.", Status: http.StatusTooManyRequests, Message: "denial.too_many_waiting"}, nil
 	}
 	if n, err := store.Incr(ctx, keyFlood+sess.User+":"+p.Name, p.Expire); err != nil {
 		return "", nil, err
 	} else if n > maxPendingPerUser {
 		e.Log(r, sess, stepup.Record{Event: stepup.EventRateLimited, Set: set.Name, Result: "refused", Reason: "too_many_approval_requests", Policy: p.Name})
-		return "", &stepup.Denial{Set: set.Name, Reason: "too_many_requests", Detail: "You have asked for too many approvals. Wait for the ones you asked for.", Status: http.StatusTooManyRequests}, nil
+		return "", &stepup.Denial{Set: set.Name, Reason: "too_many_requests", Detail: "You have asked for too many approvals. Wait for the ones you asked for.", Status: http.StatusTooManyRequests, Message: "denial.too_many_approvals"}, nil
 	}
 	q := &Request{
 		ID: stepup.RandomID(), Policy: p.Name, Set: set.Name, Risk: set.Risk, Tier: set.Tier,
@@ -255,13 +256,14 @@ func firstFailed(rs []ConditionResult) string {
 // condition's result.
 func (s *Service) refused(ev *stepup.Evaluation, set *stepup.TransactionSet, p *Policy, results []ConditionResult, failed string) *stepup.Denial {
 	s.Engine.Log(ev.Request, ev.Session, stepup.Record{Event: stepup.EventApprovalRefused, Set: set.Name, Result: "denied", Reason: "condition_failed:" + failed, Policy: p.Name, Conditions: Summary(results)})
-	detail := ""
+	var cond ConditionResult
 	for _, c := range results {
 		if c.Name == failed {
-			detail = c.Detail
+			cond = c
 		}
 	}
-	return &stepup.Denial{Set: set.Name, Reason: "approval_condition_failed", Condition: failed, Detail: "This action is not allowed now: " + detail + ".", Status: http.StatusForbidden}
+	return &stepup.Denial{Set: set.Name, Reason: "approval_condition_failed", Condition: failed, Detail: "This action is not allowed now: " + cond.Detail + ".",
+		Status: http.StatusForbidden, Message: cond.Message, Args: cond.Args}
 }
 
 // requested tells approvers (and the RADIUS server) that a request can be
@@ -274,17 +276,18 @@ func (s *Service) requested(p *Policy, q *Request) {
 }
 
 func (s *Service) pendingDenial(q *Request) *stepup.Denial {
-	return &stepup.Denial{Set: q.Set, Reason: "approval_pending", Approval: q.ID, Detail: "This action waits for approval.", Status: http.StatusAccepted}
+	return &stepup.Denial{Set: q.Set, Reason: "approval_pending", Approval: q.ID, Detail: "This action waits for approval.", Status: http.StatusAccepted, Message: "denial.pending"}
 }
 
 func deniedDenial(q *Request) *stepup.Denial {
-	detail := "This action was denied."
+	d := &stepup.Denial{Set: q.Set, Reason: "approval_denied", Approval: q.ID, Detail: "This action was denied.", Status: http.StatusForbidden, Message: "denial.denied"}
 	for _, v := range q.Votes {
 		if v.Decision == "deny" && v.Comment != "" {
-			detail = "This action was denied: " + v.Comment
+			// The approver's own words, in whatever language they wrote.
+			d.Detail, d.Message, d.Args = "This action was denied: "+v.Comment, "denial.denied_comment", []any{"Comment", v.Comment}
 		}
 	}
-	return &stepup.Denial{Set: q.Set, Reason: "approval_denied", Approval: q.ID, Detail: detail, Status: http.StatusForbidden}
+	return d
 }
 
 // use spends the once-grant of approval id for the request being decided:
@@ -303,7 +306,7 @@ func (s *Service) use(ev *stepup.Evaluation, id, digest string) *stepup.Denial {
 		return nil
 	})
 	if err != nil || used == nil {
-		return &stepup.Denial{Reason: "approval_used", Detail: "This approval was already used, or can no longer be used.", Status: http.StatusForbidden}
+		return &stepup.Denial{Reason: "approval_used", Detail: "This approval was already used, or can no longer be used.", Status: http.StatusForbidden, Message: "denial.used"}
 	}
 	s.deleteIf(ctx, keyOnce+q.Binding+":"+q.Policy+":"+q.Digest, q.ID)
 	s.Engine.Log(ev.Request, ev.Session, stepup.Record{Event: stepup.EventApprovalUsed, Set: q.Set, Result: "allowed", Approval: q.ID, Policy: q.Policy})

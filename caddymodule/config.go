@@ -332,6 +332,7 @@ func (c *Config) build(ctx caddy.Context, owner string) (*built, error) {
 		RequestID: requestID,
 		Scheme:    requestScheme,
 		Blobs:     storageBlobs{ctx},
+		Directory: users,
 	}
 	if s := c.Session; s != nil {
 		ec.Session = stepup.SessionConfig{CookieName: s.CookieName, IdleTimeout: time.Duration(s.IdleTimeout), Lifetime: time.Duration(s.Lifetime)}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,7 @@ type Engine struct {
 
 	external     RequestIdentity // the external root method, if any
 	externalTier string
+	directory    map[string]*User // see EngineConfig.Directory
 }
 
 // EngineConfig is what NewEngine needs.
@@ -70,6 +72,10 @@ type EngineConfig struct {
 	Scheme       func(*http.Request) string
 	// Blobs is where credential changes are recorded (Caddy storage).
 	Blobs Blobs
+	// Directory is the users of the configuration (the password method's):
+	// a session signed in with a password follows it as it is now (see
+	// Engine.applyDirectory). nil: no directory to follow.
+	Directory map[string]*User
 }
 
 // reservedMethodNames are paths of the module's own pages: a method's pages
@@ -102,6 +108,7 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 		ClientIP: c.ClientIP, RequestID: c.RequestID, Scheme: c.Scheme, FlashKey: c.Keys.Flash,
 	}
 	e.CSRF.Scheme = c.Scheme
+	e.directory = c.Directory
 	e.Credentials = NewCredentialLog(c.Blobs, c.Keys)
 	e.Alternatives = map[string][]Method{}
 	for _, name := range c.Hierarchy.Names() {
@@ -321,6 +328,9 @@ func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session, now
 	if e.external != nil {
 		s = e.applyExternal(w, r, s)
 	}
+	if s != nil && e.directory != nil && s.User != "" && !s.External {
+		s = e.applyDirectory(w, r, s)
+	}
 	if s == nil {
 		return nil
 	}
@@ -353,6 +363,48 @@ func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session, now
 		}
 		// Could not store the reduced stack: the old one must not be used.
 		e.Sessions.End(w, r, s)
+		return nil
+	}
+	return next
+}
+
+// applyDirectory holds a session signed in with a password to the users
+// directory as the running configuration has it: a user removed from it
+// (a reload) is signed out at their next request, and one whose roles
+// changed holds the new ones from then on, so that a role taken away (an
+// approver's, an approval condition's) does not outlive the reload in a
+// live session. Sessions identified otherwise (an external identity, a
+// third party's identifying method) are not the directory's.
+func (e *Engine) applyDirectory(w http.ResponseWriter, r *http.Request, s *Session) *Session {
+	byPassword := false
+	for _, l := range s.Stack {
+		byPassword = byPassword || (l.Base == "" && l.Method == passwordMethod)
+	}
+	if !byPassword {
+		return s
+	}
+	u, ok := e.directory[s.User]
+	if ok && slices.Equal(u.Roles, s.Roles) {
+		return s
+	}
+	if !ok {
+		e.Log(r, s, Record{Event: EventIdentityChange, Result: "session_ended", Reason: "user removed from the directory", Tiers: strings.Join(s.Stack.Names(), ",")})
+		e.Sessions.End(w, r, s)
+		return nil
+	}
+	e.Log(r, s, Record{Event: EventIdentityChange, Result: "roles_changed", Reason: "roles changed in the directory"})
+	next := s.Clone()
+	next.Roles = slices.Clone(u.Roles)
+	if s.ephemeral {
+		return next
+	}
+	if err := e.Sessions.Commit(w, r, next); err != nil {
+		if errors.Is(err, ErrSessionChanged) {
+			// A concurrent request changed the session first; it too
+			// follows the directory.
+			return next
+		}
+		e.Sessions.End(w, r, s) // the old roles must not be used
 		return nil
 	}
 	return next

@@ -789,3 +789,34 @@ func TestNewEngineRefusesBadAlternatives(t *testing.T) {
 		}
 	}
 }
+
+// The directory holds only the users it identifies: a session whose root
+// level a password reached follows it, one identified by another method
+// (a third party's, whose users are its own) is left alone.
+func TestApplyDirectoryFollowsOnlyPasswordSessions(t *testing.T) {
+	c := newClock()
+	e, _ := newTestEngine(t, c, PendingLimits{})
+	e.directory = map[string]*User{"alice": {Name: "alice", Roles: []string{"ops"}}}
+	for _, tc := range []struct {
+		name, user, method string
+		roles              []string
+		gone               bool
+		wantRoles          []string
+	}{
+		{"unchanged", "alice", "password", []string{"ops"}, false, []string{"ops"}},
+		{"roles changed", "alice", "password", []string{"ops", "admin"}, false, []string{"ops"}},
+		{"removed", "zed", "password", nil, true, nil},
+		{"another method's user", "zed", "email", []string{"x"}, false, []string{"x"}},
+	} {
+		s := &Session{User: tc.user, Roles: tc.roles, ephemeral: true,
+			Stack: tiers.Stack{{Tier: "login", Method: tc.method, At: c.Now()}}}
+		got := e.applyDirectory(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), s)
+		if (got == nil) != tc.gone {
+			t.Errorf("%s: session %v, want ended %v", tc.name, got, tc.gone)
+			continue
+		}
+		if got != nil && !reflect.DeepEqual(got.Roles, tc.wantRoles) {
+			t.Errorf("%s: roles %v, want %v", tc.name, got.Roles, tc.wantRoles)
+		}
+	}
+}

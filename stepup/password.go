@@ -173,7 +173,11 @@ func (h PasswordHash) cost() float64 {
 }
 
 // Name implements Method.
-func (p *Password) Name() string { return "password" }
+func (p *Password) Name() string { return passwordMethod }
+
+// passwordMethod is the password method's name: a session whose root level
+// it reached is one of the directory's users (Engine.applyDirectory).
+const passwordMethod = "password"
 
 // Identifies implements Method.
 func (p *Password) Identifies() bool { return p.root }

@@ -18,44 +18,30 @@ import (
 func usedIDs(t *testing.T) map[string]bool {
 	t.Helper()
 	ids := map[string]bool{}
-	add := func(pattern, src string) {
-		for _, m := range regexp.MustCompile(pattern).FindAllStringSubmatch(src, -1) {
-			ids[m[1]] = true
+	// scan finds the message IDs in the files of glob (tests left out)
+	// that match the patterns.
+	scan := func(glob string, patterns ...string) {
+		files, _ := filepath.Glob(glob)
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range patterns {
+				for _, m := range regexp.MustCompile(p).FindAllStringSubmatch(string(b), -1) {
+					ids[m[1]] = true
+				}
+			}
 		}
 	}
-	tmpls, _ := filepath.Glob("templates/*.html")
-	for _, f := range tmpls {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		add(`\.T "([a-z0-9_.]+)"`, string(b))
-	}
+	scan("templates/*.html", `\.T "([a-z0-9_.]+)"`)
+	scan("*.go", `(?:tx\(|\.T\(|setFlash\(w, r, )"([a-z0-9_.]+[a-z0-9])"`, `"((?:approval\.err|flash)\.[a-z_]+)"`)
 	// Refusals carry their message IDs from the approval stage
 	// (stepup.Denial.Message).
-	approvalSrcs, _ := filepath.Glob("../stepup/approval/*.go")
-	for _, f := range approvalSrcs {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		add(`"(denial\.[a-z_.]+[a-z])"`, string(b))
-	}
-	srcs, _ := filepath.Glob("*.go")
-	for _, f := range srcs {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		add(`(?:tx\(|\.T\(|setFlash\(w, r, )"([a-z0-9_.]+[a-z0-9])"`, string(b))
-		add(`"((?:approval\.err|flash)\.[a-z_]+)"`, string(b))
-	}
+	scan("../stepup/approval/*.go", `"(denial\.[a-z_.]+[a-z])"`)
 	for _, s := range []string{"done", "current", "todo"} {
 		ids["step.state_"+s] = true
 	}

@@ -50,7 +50,14 @@ type Engine struct {
 
 	external     RequestIdentity // the external root method, if any
 	externalTier string
-	directory    map[string]*User // see EngineConfig.Directory
+	directory    map[string]directoryEntry // see EngineConfig.Directory
+}
+
+// directoryEntry is what a session is held to of a directory user (see
+// Engine.applyDirectory), computed once per configuration.
+type directoryEntry struct {
+	roles []string
+	mark  string // PasswordHash.Mark
 }
 
 // EngineConfig is what NewEngine needs.
@@ -108,7 +115,12 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 		ClientIP: c.ClientIP, RequestID: c.RequestID, Scheme: c.Scheme, FlashKey: c.Keys.Flash,
 	}
 	e.CSRF.Scheme = c.Scheme
-	e.directory = c.Directory
+	if c.Directory != nil {
+		e.directory = make(map[string]directoryEntry, len(c.Directory))
+		for name, u := range c.Directory {
+			e.directory[name] = directoryEntry{roles: u.Roles, mark: u.Hash.Mark()}
+		}
+	}
 	e.Credentials = NewCredentialLog(c.Blobs, c.Keys)
 	e.Alternatives = map[string][]Method{}
 	for _, name := range c.Hierarchy.Names() {
@@ -384,17 +396,23 @@ func (e *Engine) applyDirectory(w http.ResponseWriter, r *http.Request, s *Sessi
 		return s
 	}
 	u, ok := e.directory[s.User]
-	if ok && slices.Equal(u.Roles, s.Roles) {
+	if ok && slices.Equal(u.roles, s.Roles) && (s.PasswordMark == "" || s.PasswordMark == u.mark) {
 		return s
 	}
-	if !ok {
-		e.Log(r, s, Record{Event: EventIdentityChange, Result: "session_ended", Reason: "user removed from the directory", Tiers: strings.Join(s.Stack.Names(), ",")})
+	if !ok || (s.PasswordMark != "" && s.PasswordMark != u.mark) {
+		reason := "user removed from the directory"
+		if ok {
+			// The password was changed (compromised, perhaps): whoever
+			// signed in with the old one is signed out.
+			reason = "password changed in the directory"
+		}
+		e.Log(r, s, Record{Event: EventIdentityChange, Result: "session_ended", Reason: reason, Tiers: strings.Join(s.Stack.Names(), ",")})
 		e.Sessions.End(w, r, s)
 		return nil
 	}
 	e.Log(r, s, Record{Event: EventIdentityChange, Result: "roles_changed", Reason: "roles changed in the directory"})
 	next := s.Clone()
-	next.Roles = slices.Clone(u.Roles)
+	next.Roles = slices.Clone(u.roles)
 	if s.ephemeral {
 		return next
 	}
@@ -478,6 +496,10 @@ func (e *Engine) Complete(w http.ResponseWriter, r *http.Request, s *Session, ti
 	}
 	if m.Identifies() {
 		next.User, next.Roles = o.User, o.Roles
+		next.PasswordMark = ""
+		if u, ok := e.directory[o.User]; ok && m.Name() == passwordMethod {
+			next.PasswordMark = u.mark
+		}
 	}
 	if next.User == "" {
 		return nil, ErrNotAllowed

@@ -796,19 +796,21 @@ func TestNewEngineRefusesBadAlternatives(t *testing.T) {
 func TestApplyDirectoryFollowsOnlyPasswordSessions(t *testing.T) {
 	c := newClock()
 	e, _ := newTestEngine(t, c, PendingLimits{})
-	e.directory = map[string]*User{"alice": {Name: "alice", Roles: []string{"ops"}}}
+	e.directory = map[string]directoryEntry{"alice": {roles: []string{"ops"}, mark: "new"}}
 	for _, tc := range []struct {
-		name, user, method string
-		roles              []string
-		gone               bool
-		wantRoles          []string
+		name, user, method, mark string
+		roles                    []string
+		gone                     bool
+		wantRoles                []string
 	}{
-		{"unchanged", "alice", "password", []string{"ops"}, false, []string{"ops"}},
-		{"roles changed", "alice", "password", []string{"ops", "admin"}, false, []string{"ops"}},
-		{"removed", "zed", "password", nil, true, nil},
-		{"another method's user", "zed", "email", []string{"x"}, false, []string{"x"}},
+		{"unchanged", "alice", "password", "new", []string{"ops"}, false, []string{"ops"}},
+		{"from before password marks", "alice", "password", "", []string{"ops"}, false, []string{"ops"}},
+		{"roles changed", "alice", "password", "new", []string{"ops", "admin"}, false, []string{"ops"}},
+		{"password changed", "alice", "password", "old", []string{"ops"}, true, nil},
+		{"removed", "zed", "password", "", nil, true, nil},
+		{"another method's user", "zed", "email", "", []string{"x"}, false, []string{"x"}},
 	} {
-		s := &Session{User: tc.user, Roles: tc.roles, ephemeral: true,
+		s := &Session{User: tc.user, Roles: tc.roles, PasswordMark: tc.mark, ephemeral: true,
 			Stack: tiers.Stack{{Tier: "login", Method: tc.method, At: c.Now()}}}
 		got := e.applyDirectory(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), s)
 		if (got == nil) != tc.gone {

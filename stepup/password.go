@@ -2,8 +2,10 @@ package stepup
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -36,6 +38,19 @@ type argonParams struct {
 	salt, key    []byte
 	time, memory uint32
 	threads      uint8
+}
+
+// Mark is a short fingerprint of the hash, by which a session tells that
+// the password it was signed in with has been changed since. It reveals
+// nothing of the password a salted hash does not.
+func (h PasswordHash) Mark() string {
+	d := sha256.New()
+	if h.argon != nil {
+		fmt.Fprintf(d, "argon2id %d %d %d %x %x", h.argon.time, h.argon.memory, h.argon.threads, h.argon.salt, h.argon.key)
+	} else {
+		d.Write(h.bcrypt)
+	}
+	return hex.EncodeToString(d.Sum(nil)[:8])
 }
 
 // ParsePasswordHash accepts the formats of `caddy hash-password`: bcrypt

@@ -42,6 +42,11 @@ type Session struct {
 	// again as that user keeps the session's owner, and with it the user's
 	// kept requests; anyone else starts afresh.
 	LastUser string `json:"lu,omitempty"`
+	// PasswordMark fingerprints the directory's password hash of User when
+	// a password signed them in (PasswordHash.Mark): a session does not
+	// outlive a change of that password in the configuration. Empty for
+	// other identities, and for sessions from before this field.
+	PasswordMark string `json:"pm,omitempty"`
 	// Stack holds the tiers reached.
 	Stack tiers.Stack `json:"s,omitempty"`
 	// Created and Seen bound the session's absolute and idle lifetimes.
@@ -116,7 +121,7 @@ func (s *Session) legacy() bool { return strings.HasPrefix(s.record, keySession)
 // Clone returns a deep copy that may be changed and committed.
 func (s *Session) Clone() *Session {
 	c := &Session{
-		ID: s.ID, Owner: s.Owner, User: s.User, External: s.External, LastUser: s.LastUser,
+		ID: s.ID, Owner: s.Owner, User: s.User, External: s.External, LastUser: s.LastUser, PasswordMark: s.PasswordMark,
 		Created: s.Created, Seen: s.Seen, record: s.record, ephemeral: s.ephemeral,
 	}
 	c.Roles = append([]string(nil), s.Roles...)

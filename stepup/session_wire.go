@@ -46,7 +46,7 @@ func encodeSession(s *Session) ([]byte, error) { return appendSession(s, wireVer
 func encodeLegacySession(s *Session) ([]byte, error) { return appendSession(s, wireVersion1), nil }
 
 func appendSession(s *Session, version byte) []byte {
-	size := 2 + len(s.Owner) + len(s.ID) + len(s.User) + len(s.LastUser) + 4*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64
+	size := 2 + len(s.Owner) + len(s.ID) + len(s.User) + len(s.LastUser) + len(s.PasswordMark) + 5*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64
 	for _, r := range s.Roles {
 		size += len(r) + binary.MaxVarintLen64
 	}
@@ -74,6 +74,9 @@ func appendSession(s *Session, version byte) []byte {
 	}
 	b = appendString(b, s.User)
 	b = appendString(b, s.LastUser)
+	if version >= wireVersion3 {
+		b = appendString(b, s.PasswordMark)
+	}
 	b = binary.AppendVarint(b, created)
 	b = binary.AppendVarint(b, since(s.Seen))
 	b = binary.AppendUvarint(b, uint64(len(s.Roles)))
@@ -96,9 +99,13 @@ const (
 	// wireVersion1 is the form of the previous version, stored under the
 	// session's id: no id inside, absolute times.
 	wireVersion1 = 1
-	// wireVersion is the owner's record: the current id inside, times
+	// wireVersion2 is the owner's record: the current id inside, times
 	// after Created as differences from it.
-	wireVersion = 2
+	wireVersion2 = 2
+	// wireVersion3 adds the password mark (Session.PasswordMark).
+	wireVersion3 = 3
+	// wireVersion is the form this version writes.
+	wireVersion = wireVersion3
 )
 
 func appendString(b []byte, s string) []byte {
@@ -163,7 +170,7 @@ func decodeSession(raw []byte, s *Session) error {
 		s.ID = ""
 		return decodeJSONSession(raw, s)
 	}
-	if len(raw) < 2 || (raw[0] != wireVersion && raw[0] != wireVersion1) {
+	if len(raw) < 2 || raw[0] < wireVersion1 || raw[0] > wireVersion3 {
 		return errWire
 	}
 	version := raw[0]
@@ -173,7 +180,10 @@ func decodeSession(raw []byte, s *Session) error {
 	if version != wireVersion1 {
 		s.ID = r.string()
 	}
-	s.User, s.LastUser = r.string(), r.string()
+	s.User, s.LastUser, s.PasswordMark = r.string(), r.string(), ""
+	if version >= wireVersion3 {
+		s.PasswordMark = r.string()
+	}
 	created := r.varint()
 	at := func(v int64) time.Time {
 		if version == wireVersion1 {

@@ -13,7 +13,7 @@ import (
 // by an earlier version (RFC 3339 times) still reads.
 func TestSessionWireFormRoundTripsAndReadsTheOlderForm(t *testing.T) {
 	at := time.Date(2026, 11, 29, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
-	s := &Session{Owner: "own", ID: "the-id", User: "alice", Roles: []string{"admin", "ops"}, External: true, LastUser: "bob",
+	s := &Session{Owner: "own", ID: "the-id", User: "alice", Roles: []string{"admin", "ops"}, External: true, LastUser: "bob", PasswordMark: "0123456789abcdef",
 		Stack:   tiers.Stack{{Tier: "login", Method: "password", Credential: "alice", At: at}, {Tier: "otp", Base: "login", Method: "totp", At: at.Add(time.Minute)}},
 		Created: at, Seen: at.Add(time.Hour)}
 	raw, err := encodeSession(s)
@@ -24,12 +24,18 @@ func TestSessionWireFormRoundTripsAndReadsTheOlderForm(t *testing.T) {
 	if err := decodeSession(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Owner != s.Owner || back.ID != s.ID || raw[0] != wireVersion || back.User != s.User || len(back.Roles) != 2 || !back.External || back.LastUser != "bob" ||
+	if back.Owner != s.Owner || back.ID != s.ID || raw[0] != wireVersion || back.User != s.User || len(back.Roles) != 2 || !back.External || back.LastUser != "bob" || back.PasswordMark != s.PasswordMark ||
 		!back.Created.Equal(s.Created) || !back.Seen.Equal(s.Seen) || len(back.Stack) != 2 ||
 		back.Stack[1] != (tiers.Level{Tier: "otp", Base: "login", Method: "totp", At: back.Stack[1].At}) || !back.Stack[1].At.Equal(s.Stack[1].At) {
 		t.Fatalf("round trip: %+v", &back)
 	}
-	prev, _ := encodeLegacySession(s) // the previous version's binary form
+	// The owner's record as the previous version wrote it: no password mark.
+	v2 := appendSession(s, wireVersion2)
+	var fromV2 Session
+	if err := decodeSession(v2, &fromV2); err != nil || fromV2.ID != s.ID || fromV2.PasswordMark != "" || fromV2.User != "alice" || !fromV2.Stack[1].At.Equal(s.Stack[1].At) {
+		t.Fatalf("version 2 form: %+v %v", &fromV2, err)
+	}
+	prev, _ := encodeLegacySession(s) // the form before that one
 	var fromPrev Session
 	if err := decodeSession(prev, &fromPrev); err != nil || prev[0] != wireVersion1 || fromPrev.ID != "" || fromPrev.Owner != s.Owner ||
 		!fromPrev.Seen.Equal(s.Seen) || !fromPrev.Stack[1].At.Equal(s.Stack[1].At) {

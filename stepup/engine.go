@@ -51,6 +51,9 @@ type Engine struct {
 	external     RequestIdentity // the external root method, if any
 	externalTier string
 	directory    map[string]directoryEntry // see EngineConfig.Directory
+	// directoryID names directory for Session.heldTo (maps cannot be
+	// compared): a pointer of its own to it, made with it.
+	directoryID *map[string]directoryEntry
 }
 
 // directoryEntry is what a session is held to of a directory user (see
@@ -116,10 +119,11 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 	}
 	e.CSRF.Scheme = c.Scheme
 	if c.Directory != nil {
-		e.directory = make(map[string]directoryEntry, len(c.Directory))
+		d := make(map[string]directoryEntry, len(c.Directory))
 		for name, u := range c.Directory {
-			e.directory[name] = directoryEntry{roles: u.Roles, mark: u.Hash.Mark()}
+			d[name] = directoryEntry{roles: u.Roles, mark: u.Hash.Mark()}
 		}
+		e.setDirectory(d)
 	}
 	e.Credentials = NewCredentialLog(c.Blobs, c.Keys)
 	e.Alternatives = map[string][]Method{}
@@ -380,6 +384,13 @@ func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session, now
 	return next
 }
 
+// setDirectory makes d the directory sessions are held to, under an
+// identity of its own (a new pointer), so that no copy that agreed with
+// an earlier one is taken to agree with it.
+func (e *Engine) setDirectory(d map[string]directoryEntry) {
+	e.directory, e.directoryID = d, &d
+}
+
 // applyDirectory holds a session signed in with a password to the users
 // directory as the running configuration has it: a user removed from it
 // (a reload) is signed out at their next request, and one whose roles
@@ -388,15 +399,20 @@ func (e *Engine) session(w http.ResponseWriter, r *http.Request, s *Session, now
 // live session. Sessions identified otherwise (an external identity, a
 // third party's identifying method) are not the directory's.
 func (e *Engine) applyDirectory(w http.ResponseWriter, r *http.Request, s *Session) *Session {
+	if e.directoryID != nil && s.heldTo.Load() == e.directoryID {
+		return s // this copy agreed with this very directory already
+	}
 	byPassword := false
 	for _, l := range s.Stack {
 		byPassword = byPassword || (l.Base == "" && l.Method == passwordMethod)
 	}
 	if !byPassword {
+		s.heldTo.Store(e.directoryID)
 		return s
 	}
 	u, ok := e.directory[s.User]
 	if ok && slices.Equal(u.roles, s.Roles) && (s.PasswordMark == "" || s.PasswordMark == u.mark) {
+		s.heldTo.Store(e.directoryID)
 		return s
 	}
 	if !ok || (s.PasswordMark != "" && s.PasswordMark != u.mark) {

@@ -796,7 +796,7 @@ func TestNewEngineRefusesBadAlternatives(t *testing.T) {
 func TestApplyDirectoryFollowsOnlyPasswordSessions(t *testing.T) {
 	c := newClock()
 	e, _ := newTestEngine(t, c, PendingLimits{})
-	e.directory = map[string]directoryEntry{"alice": {roles: []string{"ops"}, mark: "new"}}
+	e.setDirectory(map[string]directoryEntry{"alice": {roles: []string{"ops"}, mark: "new"}})
 	for _, tc := range []struct {
 		name, user, method, mark string
 		roles                    []string
@@ -820,5 +820,19 @@ func TestApplyDirectoryFollowsOnlyPasswordSessions(t *testing.T) {
 		if got != nil && !reflect.DeepEqual(got.Roles, tc.wantRoles) {
 			t.Errorf("%s: roles %v, want %v", tc.name, got.Roles, tc.wantRoles)
 		}
+	}
+	// A copy that agreed with one directory is checked again against the
+	// next one (a reload), however often it agreed before.
+	s := &Session{User: "alice", Roles: []string{"ops"}, PasswordMark: "new", ephemeral: true,
+		Stack: tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}}
+	w, r := httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil)
+	for range 2 {
+		if e.applyDirectory(w, r, s) != s {
+			t.Fatal("an agreeing session was not served as it is")
+		}
+	}
+	e.setDirectory(map[string]directoryEntry{"bob": {}})
+	if e.applyDirectory(w, r, s) != nil {
+		t.Error("a session checked against the previous directory was not checked against the new one")
 	}
 }

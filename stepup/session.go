@@ -69,7 +69,11 @@ type Session struct {
 	ephemeral bool
 	// vars caches the placeholder values derived from the session.
 	varsOnce sync.Once
-	vars     *Vars
+	// heldTo is the users directory this copy was last found to agree
+	// with (Engine.applyDirectory): a shared, immutable copy is checked
+	// once per configuration, not on every request.
+	heldTo atomic.Pointer[map[string]directoryEntry]
+	vars   *Vars
 }
 
 // Placeholder names published for requests that pass.

@@ -173,7 +173,7 @@ func NewEngine(c EngineConfig) (*Engine, error) {
 // RequestCookies is what one pass over a request's Cookie lines found
 // (ScanCookies): the session cookie's value, read as Sessions.Load reads
 // it, and whether the module's own cookies and others are there, which is
-// all StripCookies needs to know in the common cases.
+// all stripping them needs to know in the common cases.
 type RequestCookies struct {
 	// Session is the value of the first session cookie ("" if none).
 	Session string
@@ -181,6 +181,34 @@ type RequestCookies struct {
 	// page) and any other cookies are there.
 	Own, Foreign bool
 	scanned      bool
+}
+
+// ownNames are the names of the module's cookies on one request (the
+// session and CSRF names depend on HTTPS).
+type ownNames struct{ session, csrf, page string }
+
+func (e *Engine) ownNames(r *http.Request) ownNames {
+	return ownNames{e.Sessions.CookieName(r), e.CSRF.name(r), e.PageCookie}
+}
+
+// has reports whether a cookie of this name is one of the module's (an
+// empty name counts as one: it is dropped with them).
+func (o ownNames) has(name string) bool {
+	return name == "" || name == o.session || name == o.csrf || name == o.page
+}
+
+// cookieParts calls f with the name, value and whether there was a value
+// of every part of the request's Cookie lines, trimmed.
+func cookieParts(lines []string, f func(part, name, value string, hasValue bool)) {
+	for _, l := range lines {
+		for rest := l; rest != ""; {
+			var part string
+			part, rest, _ = strings.Cut(rest, ";")
+			part = strings.TrimSpace(part)
+			name, v, hasValue := strings.Cut(part, "=")
+			f(part, name, v, hasValue)
+		}
+	}
 }
 
 // ScanCookies reads the request's Cookie lines once, for both the session
@@ -191,26 +219,18 @@ func (e *Engine) ScanCookies(r *http.Request) RequestCookies {
 	if len(lines) == 0 {
 		return c
 	}
-	session, csrf := e.Sessions.CookieName(r), e.CSRF.name(r)
+	own := e.ownNames(r)
 	found := false
-	for _, l := range lines {
-		for rest := l; rest != ""; {
-			var part string
-			part, rest, _ = strings.Cut(rest, ";")
-			name, v, hasValue := strings.Cut(strings.TrimSpace(part), "=")
-			switch {
-			case name == session:
-				c.Own = true
-				if hasValue && !found {
-					c.Session, found = strings.Trim(v, `"`), true
-				}
-			case name == "" || name == csrf || name == e.PageCookie:
-				c.Own = true
-			default:
-				c.Foreign = true
-			}
+	cookieParts(lines, func(_, name, v string, hasValue bool) {
+		switch {
+		case !own.has(name):
+			c.Foreign = true
+		case name == own.session && hasValue && !found:
+			c.Own, c.Session, found = true, strings.Trim(v, `"`), true
+		default:
+			c.Own = true
 		}
-	}
+	})
 	return c
 }
 
@@ -227,66 +247,37 @@ func (e *Engine) SessionFromCookies(w http.ResponseWriter, r *http.Request, now 
 	return e.session(w, r, s, now), nil
 }
 
-// StripScanned is StripCookies for a request whose cookies were scanned
-// already (ScanCookies of this request, unchanged since): only the module's
-// cookies, or none of them, is the common case and needs no second pass.
-func (e *Engine) StripScanned(r *http.Request, c RequestCookies) {
-	switch {
-	case c.scanned && !c.Own:
-		return
-	case c.scanned && !c.Foreign:
-		delete(r.Header, "Cookie") // the key is canonical: no canonicalisation per request
-		return
-	}
-	e.StripCookies(r)
-}
-
-// StripCookies removes the module's own cookies (session, CSRF) from a
-// request before it goes upstream: the session cookie is a bearer
+// StripCookies removes the module's own cookies (session, CSRF, page) from
+// a request before it goes upstream: the session cookie is a bearer
 // credential the application behind has no use for and must not see.
 // A request that carries only the module's cookies costs no allocation.
-func (e *Engine) StripCookies(r *http.Request) {
-	lines := r.Header["Cookie"]
-	if len(lines) == 0 {
-		return
-	}
-	session, csrf := e.Sessions.CookieName(r), e.CSRF.name(r)
-	own := func(part string) bool {
-		name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-		return name == "" || name == session || name == csrf || name == e.PageCookie
-	}
-	foreign, mine := 0, 0
-	for _, l := range lines {
-		for rest := l; rest != ""; {
-			var part string
-			part, rest, _ = strings.Cut(rest, ";")
-			if own(part) {
-				mine++
-			} else {
-				foreign++
-			}
-		}
+func (e *Engine) StripCookies(r *http.Request) { e.StripScanned(r, e.ScanCookies(r)) }
+
+// StripScanned is StripCookies for a request whose cookies were scanned
+// already (ScanCookies of this request, unchanged since; an unscanned
+// one is scanned now): only the module's cookies, or none of them, is the
+// common case and needs no second pass.
+func (e *Engine) StripScanned(r *http.Request, c RequestCookies) {
+	if !c.scanned {
+		c = e.ScanCookies(r)
 	}
 	switch {
-	case mine == 0:
+	case !c.Own:
 		return
-	case foreign == 0:
+	case !c.Foreign:
 		delete(r.Header, "Cookie") // the key is canonical: no canonicalisation per request
 		return
 	}
+	own := e.ownNames(r)
 	var b strings.Builder
-	for _, l := range lines {
-		for rest := l; rest != ""; {
-			var part string
-			part, rest, _ = strings.Cut(rest, ";")
-			if !own(part) {
-				if b.Len() > 0 {
-					b.WriteString("; ")
-				}
-				b.WriteString(strings.TrimSpace(part))
+	cookieParts(r.Header["Cookie"], func(part, name, _ string, _ bool) {
+		if !own.has(name) {
+			if b.Len() > 0 {
+				b.WriteString("; ")
 			}
+			b.WriteString(part)
 		}
-	}
+	})
 	r.Header["Cookie"] = []string{b.String()}
 }
 
@@ -399,7 +390,7 @@ func (e *Engine) setDirectory(d map[string]directoryEntry) {
 // live session. Sessions identified otherwise (an external identity, a
 // third party's identifying method) are not the directory's.
 func (e *Engine) applyDirectory(w http.ResponseWriter, r *http.Request, s *Session) *Session {
-	if e.directoryID != nil && s.heldTo.Load() == e.directoryID {
+	if s.heldTo.Load() == e.directoryID {
 		return s // this copy agreed with this very directory already
 	}
 	byPassword := false

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -285,10 +287,11 @@ func TestStripCookiesRemovesOnlyTheModulesCookies(t *testing.T) {
 }
 
 // The gateway reads a request's cookies once (ScanCookies) for both the
-// session lookup and the stripping: what it finds must be what the session
-// lookup (cookieValue) and StripCookies find on their own, for any Cookie
-// lines, or a session cookie could be read one way and left upstream the
-// other.
+// session lookup and the stripping: the session value must be what the
+// session lookup (cookieValue) reads on its own, and what is stripped must
+// be what a plain reading of the Cookie lines says (every module cookie
+// gone, every other part kept in order), for any lines, or a session
+// cookie could be read one way and left upstream the other.
 func FuzzScanCookiesAgreesWithTheSeparateReads(f *testing.F) {
 	for _, seed := range []string{
 		"", "a=1", "stepup_session=s", "stepup_session=s; stepup_csrf=c", "a=1;; stepup_csrf=c;b=2",
@@ -302,28 +305,61 @@ func FuzzScanCookiesAgreesWithTheSeparateReads(f *testing.F) {
 	e, _ := newTestEngine(f, c, PendingLimits{})
 	e.PageCookie = "stepup_page"
 	f.Fuzz(func(t *testing.T, line1, line2 string, tlsOn bool) {
+		var lines []string
+		for _, l := range []string{line1, line2} {
+			if l != "" {
+				lines = append(lines, l)
+			}
+		}
 		build := func() *http.Request {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			if tlsOn {
 				r.TLS = &tls.ConnectionState{}
 			}
-			for _, l := range []string{line1, line2} {
-				if l != "" {
-					r.Header.Add("Cookie", l)
-				}
+			for _, l := range lines {
+				r.Header.Add("Cookie", l)
 			}
 			return r
 		}
+		// What stripping must leave, read plainly from the lines.
+		prefix := ""
+		if tlsOn {
+			prefix = "__Host-"
+		}
+		var kept []string
+		mine := false
+		for _, l := range lines {
+			// A line's parts are what its semicolons separate; one that
+			// ends in ";" has no empty part after it.
+			for _, part := range strings.Split(strings.TrimSuffix(l, ";"), ";") {
+				part = strings.TrimSpace(part)
+				switch name, _, _ := strings.Cut(part, "="); name {
+				case "", prefix + "stepup_session", prefix + "stepup_csrf", "stepup_page":
+					mine = true
+				default:
+					kept = append(kept, part)
+				}
+			}
+		}
+		want := lines
+		switch {
+		case mine && len(kept) == 0:
+			want = nil
+		case mine:
+			want = []string{strings.Join(kept, "; ")}
+		}
+
 		alone, scanned := build(), build()
-		want := cookieValue(alone, e.Sessions.CookieName(alone))
-		e.StripCookies(alone)
 		found := e.ScanCookies(scanned)
-		if found.Session != want {
-			t.Fatalf("session cookie %q, the session lookup reads %q", found.Session, want)
+		if v := cookieValue(alone, e.Sessions.CookieName(alone)); found.Session != v {
+			t.Fatalf("session cookie %q, the session lookup reads %q", found.Session, v)
 		}
 		e.StripScanned(scanned, found)
-		if a, b := alone.Header["Cookie"], scanned.Header["Cookie"]; !reflect.DeepEqual(a, b) {
-			t.Fatalf("stripped after the scan %q, StripCookies leaves %q", b, a)
+		e.StripCookies(alone)
+		for _, got := range [][]string{scanned.Header["Cookie"], alone.Header["Cookie"]} {
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("stripped %q, want %q", got, want)
+			}
 		}
 	})
 }
@@ -834,5 +870,39 @@ func TestApplyDirectoryFollowsOnlyPasswordSessions(t *testing.T) {
 	e.setDirectory(map[string]directoryEntry{"bob": {}})
 	if e.applyDirectory(w, r, s) != nil {
 		t.Error("a session checked against the previous directory was not checked against the new one")
+	}
+}
+
+// Requests racing in on a session whose roles a reload took away: each is
+// judged with the new roles (one of them stores them, the others lose the
+// rotation to it), none with the old ones, and the stored session ends
+// up with the new roles.
+func TestParallelRequestsAfterARoleIsTakenAwayNeverSeeIt(t *testing.T) {
+	c := newClock()
+	e, _ := newTestEngine(t, c, PendingLimits{})
+	s := e.Sessions.New()
+	s.User, s.Roles = "alice", []string{"ops", "approver"}
+	s.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
+	r0, _ := roundTrip(t, e.Sessions, s, false)
+	e.setDirectory(map[string]directoryEntry{"alice": {roles: []string{"ops"}}}) // the reload
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := r0.Clone(r0.Context())
+			got, err := e.SessionChecked(httptest.NewRecorder(), r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got != nil && slices.Contains(got.Roles, "approver") {
+				t.Error("a request was judged with the role taken away")
+			}
+		}()
+	}
+	wg.Wait()
+	if got := storedRecord(t, e.Sessions, s.Owner); got == nil || !slices.Equal(got.Roles, []string{"ops"}) {
+		t.Fatalf("stored session %+v, want roles [ops]", got)
 	}
 }

@@ -76,20 +76,7 @@ func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
 			cfg := SessionConfig{IdleTimeout: time.Minute, Lifetime: time.Hour} // touched every 15 s, cached 30 s
 			// Two instances: one store, reached through two clients (not
 			// one process's peers, which mark each other's changes).
-			a, err := NewSessions(cfg, instanceOf{st, 1}, testKeys(t), c.Now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			b, err := NewSessions(cfg, instanceOf{st, 2}, testKeys(t), c.Now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			s := a.New()
-			s.User = "alice"
-			s.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
-			r, _ := roundTrip(t, a, s, false)
+			a, b, r := twoManagers(t, c, cfg, instanceOf{st, 1}, instanceOf{st, 2})
 			held := b.Load(r)
 			if held == nil {
 				t.Fatal("instance B does not load the session")
@@ -101,6 +88,27 @@ func TestATouchThatFindsTheSessionGoneRefusesTheRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// twoManagers are session managers over stA and stB, closed when the test
+// ends, and a request carrying the cookie of alice's session, signed in at
+// login through the first.
+func twoManagers(t *testing.T, c *clock, cfg SessionConfig, stA, stB Store) (a, b *Sessions, r *http.Request) {
+	t.Helper()
+	open := func(st Store) *Sessions {
+		m, err := NewSessions(cfg, st, testKeys(t), c.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return m
+	}
+	a, b = open(stA), open(stB)
+	s := a.New()
+	s.User = "alice"
+	s.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
+	r, _ = roundTrip(t, a, s, false)
+	return a, b, r
 }
 
 // instanceOf is a store as one instance reaches it: instances do not
@@ -122,20 +130,7 @@ func TestSessionManagersOfOneStoreInOneProcessSeeEachOthersChanges(t *testing.T)
 			st := store.NewMemory(0, c.Now)
 			shared := Namespaced(st, "site:") // as two inline sites get it
 			cfg := SessionConfig{IdleTimeout: time.Hour, Lifetime: 12 * time.Hour}
-			a, err := NewSessions(cfg, shared, testKeys(t), c.Now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			b, err := NewSessions(cfg, Namespaced(st, "site:"), testKeys(t), c.Now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			s := a.New()
-			s.User = "alice"
-			s.Stack = tiers.Stack{{Tier: "login", Method: "password", At: c.Now()}}
-			r, _ := roundTrip(t, a, s, false)
+			a, b, r := twoManagers(t, c, cfg, shared, Namespaced(st, "site:"))
 			held := loadCached(t, b, r)
 			if held == nil {
 				t.Fatal("the second site does not load the session")
